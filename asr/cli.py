@@ -1,0 +1,157 @@
+"""The ``asr`` command: argument parsing only, then one library call per subcommand.
+
+    asr transcribe AUDIO... --model PATH [--format txt|json|srt|vtt] [--output-dir DIR]
+    asr score --ref REF --hyp HYP [--metric wer|cer] [--details FILE]
+    asr info MODEL_OR_CONFIG
+
+Bad input gives one line on stderr and a non-zero exit status, never a traceback
+(set ``ASR_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from asr.errors import AsrError
+
+
+def _transcribe(args) -> int:
+    from dataclasses import replace
+
+    from asr.decoding import DecodingOptions, make_decoder
+    from asr.inference import load_model, transcribe, write_result
+
+    model = load_model(args.model, device=args.device)
+    defaults = DecodingOptions(**model.extra.get("decoding", {})) if model.extra.get("decoding") else DecodingOptions()
+    changes = {k: v for k, v in {
+        "decoder": args.decoder, "lm_path": args.lm, "beam_width": args.beam_width, "alpha": args.alpha,
+        "beta": args.beta, "hotword_weight": args.hotword_weight,
+        "hotwords": tuple(args.hotwords) if args.hotwords else None,
+    }.items() if v is not None}
+    options = replace(defaults, **changes)
+    decoder = make_decoder(options, model.tokenizer, model.frame_shift)
+    failed = 0
+    for path in args.audio:
+        try:
+            result = transcribe(model, path, options, decoder=decoder)
+        except AsrError as exc:
+            print(f"asr: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        text = write_result(result, path, args.format, args.output_dir)
+        if args.output_dir is None:
+            if args.format == "txt" and len(args.audio) > 1:
+                text = f"{path}\t{text}"
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def _score(args) -> int:
+    from asr.scoring import read_kaldi_text, score, write_details
+
+    refs, hyps = read_kaldi_text(args.ref), read_kaldi_text(args.hyp)
+    result = score(refs, hyps)
+    counts = result.wer if args.metric == "wer" else result.cer
+    unit = "words" if args.metric == "wer" else "chars"
+    print(f"{args.metric.upper()} {100 * counts.rate:.2f}% [ {counts.errors} / {counts.reference_length} {unit}, "
+          f"{counts.insertions} ins, {counts.deletions} del, {counts.substitutions} sub ] "
+          f"over {result.utterances} utterances")
+    if args.details:
+        write_details(refs, hyps, args.details)
+        print(f"per-utterance alignments: {args.details}")
+    return 0
+
+
+def _info(args) -> int:
+    import json
+    from pathlib import Path
+
+    from asr.model import NAMED_CONFIGS, build_model, count_parameters, named_config
+
+    target = args.target
+    if target in NAMED_CONFIGS:
+        config, source = named_config(target), f"named config {target!r}"
+        extra = {}
+    elif Path(target).suffix == ".toml":
+        from asr.recipes.librispeech import make_config
+
+        recipe = make_config(target, "train")
+        config = named_config(recipe.model_name, n_mels=recipe.features.n_mels, **recipe.model)
+        source, extra = f"recipe config {target}", {}
+    else:
+        from asr import checkpoint
+
+        from asr.model import config_from_checkpoint
+
+        data = checkpoint.load(target)
+        config = config_from_checkpoint(data)
+        source = f"model file {target}"
+        extra = {k: data[k] for k in ("task", "feature_config", "step") if k in data}
+        if "tokenizer" in data:
+            extra["tokenizer"] = data["tokenizer"].get("kind")
+        if "labels" in data:
+            extra["labels"] = list(data["labels"])
+    from dataclasses import asdict
+
+    model = build_model(config)
+    print(f"{source}: {type(model).__name__}")
+    print(json.dumps({"model_config": asdict(config), **extra}, indent=2, default=str))
+    print(f"parameters: {count_parameters(model):,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asr", description="End-to-end CTC speech recognition.")
+    from asr import __version__
+
+    parser.add_argument("--version", action="version", version=f"asr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, ...; any sample rate)")
+    p.add_argument("--model", required=True, help="model file (model.pt from a recipe)")
+    p.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
+    p.add_argument("--output-dir", help="write <name>.<format> files here instead of printing")
+    p.add_argument("--decoder", choices=["greedy", "beam"], help="default: greedy, or what the model was tuned for")
+    p.add_argument("--lm", help="KenLM language model (.arpa or binary) for beam search")
+    p.add_argument("--beam-width", type=int)
+    p.add_argument("--alpha", type=float, help="LM weight")
+    p.add_argument("--beta", type=float, help="word insertion bonus")
+    p.add_argument("--hotwords", nargs="+", help="words to favour in beam search")
+    p.add_argument("--hotword-weight", type=float)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(run=_transcribe)
+
+    p = sub.add_parser("score", help="WER or CER of hypotheses against references")
+    p.add_argument("--ref", required=True, help="reference file of 'utt_id text' lines")
+    p.add_argument("--hyp", required=True, help="hypothesis file of 'utt_id text' lines")
+    p.add_argument("--metric", choices=["wer", "cer"], default="wer")
+    p.add_argument("--details", help="write per-utterance alignments to this file")
+    p.set_defaults(run=_score)
+
+    p = sub.add_parser("info", help="show a model's config and parameter count")
+    p.add_argument("target", help="a model file, a recipe config (.toml) or a named config (seed, small)")
+    p.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except AsrError as exc:
+        print(f"asr: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("asr: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get("ASR_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"asr: error: {type(exc).__name__}: {message} (set ASR_DEBUG=1 for details)", file=sys.stderr)
+        return 2

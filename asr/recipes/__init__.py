@@ -1,0 +1,61 @@
+"""Runnable recipes: ``python -m asr.recipes.<corpus> STAGE``.
+
+Each recipe is a short script of stages (download, prepare, train, evaluate,
+demo, ...) over the library. This module holds the little they share: where
+the shared real data lives, and the command-line driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from asr.errors import AsrError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shared_data(*parts: str, required: bool = True) -> Path:
+    """``$ASR_SHARED_DATA`` or ``../shared/data`` beside the repository."""
+    root = Path(os.environ.get("ASR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    path = root.joinpath(*parts)
+    if required and not path.exists():
+        raise AsrError(f"{path} not found: the shared data folder is needed (set ASR_SHARED_DATA to its location)")
+    return path
+
+
+def recipe_config_path(recipe: str, name: str) -> Path:
+    return REPO_ROOT / "recipes" / recipe / f"{name}.toml"
+
+
+def run_stages(description: str, stages: dict[str, Callable], make_config: Callable[[str | None, str], object],
+               argv: list[str] | None = None) -> int:
+    """Parse ``STAGE [--config FILE] [--exp-dir DIR] [--resume]`` and run the stage.
+
+    ``make_config(config_path_or_None, stage)`` builds the stage's config.
+    Bad input ends with one line on stderr and exit status 1.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("stage", choices=list(stages), help="the stage to run")
+    parser.add_argument("--config", help="TOML file overriding the recipe defaults")
+    parser.add_argument("--exp-dir", help="experiment folder: every output goes under it")
+    parser.add_argument("--resume", action="store_true", help="continue training from the last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        config = make_config(args.config, args.stage)
+        if args.exp_dir:
+            import dataclasses
+
+            config = dataclasses.replace(config, exp_dir=args.exp_dir)
+        stages[args.stage](config, resume=args.resume, progress=not args.no_progress)
+    except AsrError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
