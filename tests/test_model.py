@@ -1,0 +1,43 @@
+import torch
+
+from asr.model import CTCModel, Encoder, count_parameters, named_config
+
+
+def test_seed_config_parameter_count():
+    assert count_parameters(CTCModel(named_config("seed"))) == 23_705_373
+
+
+def tiny_config(**kw):
+    return named_config("small", n_mels=16, cnn_channels=4, n_res_blocks=1, rnn_dim=8, n_rnn_layers=2,
+                        classifier_dim=8, dropout=0.0, **kw)
+
+
+def test_shapes_and_lengths_come_from_the_layers():
+    model = CTCModel(tiny_config(time_stride=3)).eval()
+    feats = torch.randn(2, 16, 31)
+    log_probs, lengths = model(feats, torch.tensor([31, 20]))
+    assert log_probs.shape == (2, 11, 29)
+    assert lengths.tolist() == [11, 7]  # floor((n + 2 - 3) / 3) + 1
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 11), atol=1e-5)
+
+
+def test_every_gru_layer_sees_each_utterance_alone():
+    """Batch-major order everywhere: an utterance's output does not depend on its batch mates
+    or on padding (a layer fed time-major would mix utterances across the batch)."""
+    torch.manual_seed(0)
+    model = CTCModel(tiny_config()).eval()
+    a, b = torch.randn(1, 16, 40), torch.randn(1, 16, 24)
+    alone_a, _ = model(a, torch.tensor([40]))
+    alone_b, len_b = model(b, torch.tensor([24]))
+    batch = torch.zeros(2, 16, 40)
+    batch[0], batch[1, :, :24] = a[0], b[0]
+    both, lengths = model(batch, torch.tensor([40, 24]))
+    assert torch.allclose(both[0], alone_a[0], atol=1e-5)
+    n = int(len_b)
+    assert torch.allclose(both[1, :n], alone_b[0, :n], atol=1e-5)
+
+
+def test_encoder_output_dim():
+    enc = Encoder(tiny_config())
+    out, lengths = enc(torch.randn(3, 16, 20), torch.tensor([20, 20, 10]))
+    assert out.shape[-1] == enc.output_dim == 16

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr import checkpoint
+from asr.features import FeatureConfig, SpecAugmentConfig
+from asr.model import CTCModel, named_config
+from asr.text import CharTokenizer
+from asr.training import TrainConfig, Trainer
+
+WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(12):
+        n = int(rng.integers(4000, 12000))
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+        text = " ".join(rng.choice(WORDS, size=2))
+        entries.append({"id": f"u{i}", "audio_filepath": str(path), "duration": n / 16000, "text": text})
+    return entries
+
+
+def make_trainer(corpus, exp_dir, max_steps=8):
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    model = CTCModel(named_config("small", n_mels=20, cnn_channels=4, n_res_blocks=1, rnn_dim=16,
+                                  n_rnn_layers=2, classifier_dim=16, dropout=0.1))
+    config = TrainConfig(max_steps=max_steps, lr=3e-3, max_frames=1600, checkpoint_every=3, log_every=2,
+                         specaugment=SpecAugmentConfig(freq_width=4, time_width=5), seed=7)
+    return Trainer.for_ctc(model, tok, FeatureConfig(n_mels=20), corpus, config, exp_dir, dev_entries=corpus[:3])
+
+
+def test_resume_gives_the_same_weights(corpus, tmp_path):
+    """N steps straight == N/2 steps, a resume (fresh process state), N/2 more."""
+    straight = make_trainer(corpus, tmp_path / "a")
+    straight.run(progress=False)
+    assert straight.step == 8 and straight.epoch >= 1  # the run crosses an epoch boundary
+
+    first = make_trainer(corpus, tmp_path / "b")
+    first.run(progress=False, stop_after=4)
+    assert first.step == 4
+    torch.manual_seed(12345)  # disturb the global RNG: the checkpoint must restore it
+    second = make_trainer(corpus, tmp_path / "b")
+    second.run(progress=False, resume=True)
+    assert second.step == 8
+
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight.history["loss"] == second.history["loss"]
+
+
+def test_checkpoint_is_plain_data_and_atomic(corpus, tmp_path):
+    trainer = make_trainer(corpus, tmp_path, max_steps=3)
+    path = trainer.run(progress=False)
+    data = torch.load(path, weights_only=True)  # raises if anything but plain data is inside
+    for key in ("model_config", "feature_config", "tokenizer", "model", "optimizer", "scheduler", "scaler",
+                "step", "epoch", "sampler", "rng"):
+        assert key in data, key
+    assert data["step"] == 3
+    assert not list(path.parent.glob("*.tmp"))
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_loader_refuses_code(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "x": Evil()}, path)
+    from asr.errors import AsrError
+
+    with pytest.raises(AsrError, match="not a readable asr checkpoint"):
+        checkpoint.load(path)
+    path.write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(AsrError):
+        checkpoint.load(path)
+
+
+def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
+    trainer = make_trainer(corpus, tmp_path, max_steps=2)
+    trainer.config.precision = "bf16"
+    from asr.training import autocast_dtype
+
+    trainer.dtype = autocast_dtype("bf16", trainer.device)
+    trainer.run(progress=False)
+    assert trainer.step == 2 and np.isfinite(trainer.history["loss"][-1])
