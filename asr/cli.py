@@ -1,6 +1,9 @@
 """The ``asr`` command: argument parsing only, then one library call per subcommand.
 
     asr transcribe AUDIO... --model PATH [--format txt|json|srt|vtt] [--output-dir DIR]
+                   [--decoder greedy|beam] [--lm LM] [--alpha A] [--beta B] [--beam-width N]
+                   [--hotwords WORD...]
+    asr classify AUDIO... --model PATH [--top-k K] [--format text|json]
     asr score --ref REF --hyp HYP [--metric wer|cer] [--details FILE]
     asr info MODEL_OR_CONFIG
 
@@ -21,17 +24,27 @@ def _transcribe(args) -> int:
     from dataclasses import replace
 
     from asr.decoding import DecodingOptions, make_decoder
-    from asr.inference import load_model, transcribe, write_result
+    from asr.inference import load_model
 
     model = load_model(args.model, device=args.device)
-    defaults = DecodingOptions(**model.extra.get("decoding", {})) if model.extra.get("decoding") else DecodingOptions()
+    # the model's tuned decoding (written by a recipe's tune stage) is the default; flags override it
+    defaults = DecodingOptions.from_dict(model.extra.get("decoding") or {})
     changes = {k: v for k, v in {
-        "decoder": args.decoder, "lm_path": args.lm, "beam_width": args.beam_width, "alpha": args.alpha,
+        "decoder": args.decoder or ("beam" if args.lm else None), "lm_path": args.lm,
+        "unigrams_path": args.unigrams, "beam_width": args.beam_width, "alpha": args.alpha,
         "beta": args.beta, "hotword_weight": args.hotword_weight,
         "hotwords": tuple(args.hotwords) if args.hotwords else None,
     }.items() if v is not None}
+    if args.lm and not args.unigrams:
+        changes["unigrams_path"] = None  # the tuned LM's word list does not belong to this LM
     options = replace(defaults, **changes)
-    decoder = make_decoder(options, model.tokenizer, model.frame_shift)
+    with make_decoder(options, model.tokenizer, model.frame_shift) as decoder:
+        return _transcribe_files(args, model, options, decoder)
+
+
+def _transcribe_files(args, model, options, decoder) -> int:
+    from asr.inference import transcribe, write_result
+
     failed = 0
     for path in args.audio:
         try:
@@ -46,6 +59,25 @@ def _transcribe(args) -> int:
                 text = f"{path}\t{text}"
             sys.stdout.write(text)
             sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def _classify(args) -> int:
+    from asr.classify import classify, format_prediction, load_classifier
+
+    if args.top_k < 1:
+        raise AsrError(f"--top-k must be at least 1, got {args.top_k}")
+    model = load_classifier(args.model, device=args.device)
+    failed = 0
+    for path in args.audio:
+        try:
+            prediction = classify(model, path, top_k=args.top_k)
+        except AsrError as exc:
+            print(f"asr: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        sys.stdout.write(format_prediction(prediction, path, args.format))
+        sys.stdout.flush()
     return 1 if failed else 0
 
 
@@ -116,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
     p.add_argument("--output-dir", help="write <name>.<format> files here instead of printing")
     p.add_argument("--decoder", choices=["greedy", "beam"], help="default: greedy, or what the model was tuned for")
-    p.add_argument("--lm", help="KenLM language model (.arpa or binary) for beam search")
+    p.add_argument("--lm", help="KenLM language model (.arpa or binary) for beam search (implies --decoder beam)")
+    p.add_argument("--unigrams", help="the LM's word list (default: unigrams.txt beside the LM)")
     p.add_argument("--beam-width", type=int)
     p.add_argument("--alpha", type=float, help="LM weight")
     p.add_argument("--beta", type=float, help="word insertion bonus")
@@ -124,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hotword-weight", type=float)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(run=_transcribe)
+
+    p = sub.add_parser("classify", help="label audio clips with a keyword or sound classifier")
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, ...; any sample rate)")
+    p.add_argument("--model", required=True, help="classifier file (model.pt from a classification recipe)")
+    p.add_argument("--top-k", type=int, default=1, help="also show the K most likely labels")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text: FILE, then LABEL and PROBABILITY per label, tab-separated; json: one object per line")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(run=_classify)
 
     p = sub.add_parser("score", help="WER or CER of hypotheses against references")
     p.add_argument("--ref", required=True, help="reference file of 'utt_id text' lines")

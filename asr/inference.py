@@ -112,10 +112,12 @@ def transcribe(model: Recognizer, audio, options: DecodingOptions | None = None,
     return Result(" ".join(w.word for w in words), words, duration, _segments(words))
 
 
-def recognize_entries(model: Recognizer, entries: list[dict], decoder=None, max_frames: int = 20000,
-                      progress: bool = False) -> dict[str, str]:
-    """Batch-decode manifest entries (each with an ``id``): id -> hypothesis text."""
-    decoder = decoder or make_decoder(DecodingOptions(), model.tokenizer, model.frame_shift)
+def iter_log_probs(model: Recognizer, entries: list[dict], max_frames: int = 20000, progress: bool = False):
+    """Run the model over manifest entries in length-bucketed batches.
+
+    Yields ``(indices into entries, log_probs (batch, frames, classes), lengths (batch,))``
+    on the CPU; decoding them more than once (e.g. to tune LM weights) needs no second pass.
+    """
     longest = max(e["duration"] for e in entries)
     sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, int(longest * 100) + 1),
                                     shuffle=False)
@@ -125,11 +127,19 @@ def recognize_entries(model: Recognizer, entries: list[dict], decoder=None, max_
         from tqdm import tqdm
 
         batches = tqdm(batches, desc="decoding", unit="batch", leave=False)
-    hyps: dict[str, str] = {}
     for indices in batches:
         batch = collate([dataset[i] for i in indices])
         log_probs, lengths = model.log_probs(batch.audio, batch.audio_lengths)
-        for i, hyp in zip(indices, decoder.decode(log_probs.cpu(), lengths.cpu())):
+        yield indices, log_probs.cpu(), lengths.cpu()
+
+
+def recognize_entries(model: Recognizer, entries: list[dict], decoder=None, max_frames: int = 20000,
+                      progress: bool = False) -> dict[str, str]:
+    """Batch-decode manifest entries (each with an ``id``): id -> hypothesis text."""
+    decoder = decoder or make_decoder(DecodingOptions(), model.tokenizer, model.frame_shift)
+    hyps: dict[str, str] = {}
+    for indices, log_probs, lengths in iter_log_probs(model, entries, max_frames, progress):
+        for i, hyp in zip(indices, decoder.decode(log_probs, lengths)):
             hyps[entries[i]["id"]] = hyp.text
     return hyps
 

@@ -11,6 +11,16 @@ needs only the ``kenlm`` Python module, which pyctcdecode uses.
     lm.arpa        lmplz output (modified Kneser-Ney)
     lm.bin         the same model in KenLM's binary format (what decoding loads)
     unigrams.txt   the vocabulary, one word per line, most frequent first
+
+``prepare_arpa`` does the same for a ready-made ARPA model (e.g. the official
+LibriSpeech LM): ``lm.bin`` and ``unigrams.txt`` beside a given ``.arpa``.
+
+From the command line::
+
+    python -m asr.lm --text ../shared/data/text/lj-text-train.txt --order 4 --out exp/lm
+    python -m asr.lm --arpa 3-gram.pruned.1e-7.arpa --out exp/lm-librispeech
+
+and then ``asr transcribe --decoder beam --lm exp/lm/lm.bin AUDIO``.
 """
 
 from __future__ import annotations
@@ -112,6 +122,46 @@ def build_lm(
     return files
 
 
+def prepare_arpa(arpa_path: str | Path, out_dir: str | Path) -> LMFiles:
+    """``lm.bin`` (KenLM binary) and ``unigrams.txt`` in ``out_dir`` for an existing ARPA model.
+
+    The unigrams are the ARPA file's words, most probable first, without
+    ``<s>``, ``</s>`` and ``<unk>``. Restartable like ``build_lm``.
+    """
+    arpa, out_dir = Path(arpa_path), Path(out_dir)
+    if not arpa.is_file():
+        raise AsrError(f"ARPA language model not found: {arpa}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = LMFiles(arpa=arpa, binary=out_dir / "lm.bin", unigrams=out_dir / "unigrams.txt")
+    if not _is_fresh(files.binary, arpa):
+        tmp = files.binary.with_name(files.binary.name + ".tmp")
+        _run([find_kenlm_binary("build_binary"), arpa, tmp])
+        tmp.replace(files.binary)
+    if not _is_fresh(files.unigrams, arpa):
+        words = _arpa_unigrams(arpa)
+        if not words:
+            raise AsrError(f"{arpa}: no unigrams found (not an ARPA file?)")
+        _write_atomic(files.unigrams, "".join(w + "\n" for w in words))
+    return files
+
+
+def _arpa_unigrams(arpa: Path) -> list[str]:
+    scored = []
+    with open(arpa, encoding="utf-8", errors="replace") as f:
+        in_unigrams = False
+        for line in f:
+            line = line.strip()
+            if line == "\\1-grams:":
+                in_unigrams = True
+            elif in_unigrams and line.startswith("\\"):
+                break
+            elif in_unigrams and line:
+                parts = line.split()
+                if len(parts) >= 2 and parts[1] not in ("<s>", "</s>", "<unk>"):
+                    scored.append((-float(parts[0]), parts[1]))
+    return [word for _, word in sorted(scored)]
+
+
 def load_unigrams(path: str | Path) -> list[str]:
     """The words of ``unigrams.txt``, in file order (for pyctcdecode's ``unigrams``)."""
     path = Path(path)
@@ -169,3 +219,39 @@ def _run(command: list) -> None:
         after_throw = [lines[i + 1] for i, line in enumerate(lines[:-1]) if " threw " in line]
         reason = (after_throw or [line for line in lines if line != "ERROR"] or ["no message"])[-1]
         raise AsrError(f"{name} failed (exit code {result.returncode}): {reason}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m asr.lm``: build a language model from a text (or prepare an ARPA file) for beam search."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m asr.lm",
+        description="Build a KenLM word n-gram model for beam search: corpus.txt, lm.arpa, lm.bin and "
+                    "unigrams.txt in --out.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="text file, one sentence per line (normalised here)")
+    source.add_argument("--arpa", help="an existing ARPA model: only lm.bin and unigrams.txt are made")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--order", type=int, default=4, help="n-gram order (default 4)")
+    parser.add_argument("--prune", help="lmplz count thresholds per order, e.g. '0 0 1'")
+    parser.add_argument("--memory", default="20%", help="lmplz sort memory, e.g. 20%% or 1G (default 20%%)")
+    args = parser.parse_args(argv)
+    try:
+        if args.text:
+            files = build_lm(args.text, args.out, order=args.order, prune=args.prune, memory=args.memory)
+        else:
+            files = prepare_arpa(args.arpa, args.out)
+    except AsrError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    words = len(load_unigrams(files.unigrams))
+    print(f"language model: {files.binary} ({files.binary.stat().st_size / 1e6:.1f} MB; ARPA {files.arpa})")
+    print(f"vocabulary: {words} words in {files.unigrams}")
+    print(f"use it:  asr transcribe --decoder beam --lm {files.binary} AUDIO")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,11 @@
       -> BiGRU stack (LayerNorm, GELU, bidirectional GRU, dropout)   = ``Encoder``
       -> Linear, GELU, dropout, Linear to the vocabulary, log-softmax = ``CTCModel``
 
+``Classifier`` puts a pooling head (mean or attention over valid frames, then a
+linear layer, log-softmax) on the same ``Encoder``, or on one of three
+baselines: a 2-D CNN on log-mels, the same CNN on complex spectrograms, and the
+M5 1-D CNN on raw waveforms.
+
 The model returns log-probs and output lengths in every mode. It knows nothing
 of losses, optimisers or decoding.
 """
@@ -44,13 +49,13 @@ class ModelConfig:
         return cls(**data)
 
 
-NAMED_CONFIGS: dict[str, ModelConfig] = {
+NAMED_CONFIGS: dict[str, ModelConfig | ClassifierConfig] = {  # classifiers: see below
     # The reference Deep Speech 2-style design: 23,705,373 parameters with 29 classes.
     "seed": ModelConfig(),
     # Trains usefully on 2 CPU cores in minutes.
     "small": ModelConfig(
-        n_mels=80, cnn_channels=16, n_res_blocks=2, time_stride=3,
-        rnn_dim=256, n_rnn_layers=3, classifier_dim=256, dropout=0.1,
+        n_mels=64, cnn_channels=16, n_res_blocks=2, time_stride=4,
+        rnn_dim=256, n_rnn_layers=3, classifier_dim=256, dropout=0.05,
     ),
 }
 
@@ -91,10 +96,14 @@ class ResidualCNN(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, channels, feats, time) -> same shape."""
-        y = self.conv1(self.dropout(F.gelu(self.norm1(x))))
-        y = self.conv2(self.dropout(F.gelu(self.norm2(y))))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (batch, channels, feats, time), mask: (batch, 1, 1, time) -> same shape as x.
+
+        Padded frames are zeroed after each convolution, so an utterance's output
+        does not depend on how much padding its batch gave it.
+        """
+        y = self.conv1(self.dropout(F.gelu(self.norm1(x)))) * mask
+        y = self.conv2(self.dropout(F.gelu(self.norm2(y)))) * mask
         return x + y
 
 
@@ -147,8 +156,8 @@ class Encoder(nn.Module):
             stride=(config.freq_stride, config.time_stride), padding=pad,
         )
         n_feats = int(conv_output_lengths(self.conv, torch.tensor(config.n_mels), dim=0))
-        self.res_blocks = nn.Sequential(
-            *(ResidualCNN(config.cnn_channels, config.kernel_size, n_feats, config.dropout)
+        self.res_blocks = nn.ModuleList(
+            (ResidualCNN(config.cnn_channels, config.kernel_size, n_feats, config.dropout)
               for _ in range(config.n_res_blocks))
         )
         self.proj = nn.Linear(config.cnn_channels * n_feats, config.rnn_dim)
@@ -160,10 +169,14 @@ class Encoder(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats: (batch, n_mels, frames), lengths: (batch,) -> ((batch, frames', output_dim), (batch,))."""
-        x = self.res_blocks(self.conv(feats.unsqueeze(1)))  # (batch, channels, feats', frames')
+        x = self.conv(feats.unsqueeze(1))  # (batch, channels, feats', frames')
         b, c, f, t = x.shape
-        x = self.proj(x.permute(0, 3, 1, 2).reshape(b, t, c * f))  # (batch, frames', rnn_dim)
         out_lengths = self.output_lengths(lengths).clamp(min=1, max=t)
+        mask = (torch.arange(t, device=x.device)[None, :] < out_lengths[:, None]).to(x.dtype)[:, None, None, :]
+        x = x * mask
+        for block in self.res_blocks:
+            x = block(x, mask)
+        x = self.proj(x.permute(0, 3, 1, 2).reshape(b, t, c * f))  # (batch, frames', rnn_dim)
         return self.rnn(x, out_lengths), out_lengths
 
 
@@ -190,6 +203,241 @@ class CTCModel(nn.Module):
         return F.log_softmax(self.classifier(x).float(), dim=-1), out_lengths
 
 
+# --------------------------------------------------------------------------- classification
+
+CLASSIFIER_KINDS = ("encoder", "cnn2d", "complex_cnn", "m5")
+POOLINGS = ("mean", "attention")
+_DEFAULT_CHANNELS = {"encoder": (), "cnn2d": (16, 32, 64, 128), "complex_cnn": (16, 32, 64, 128),
+                     "m5": (128, 128, 256, 512)}
+FEATURE_KIND_OF = {"encoder": "logmel", "cnn2d": "logmel", "complex_cnn": "complex", "m5": "waveform"}
+
+
+@dataclass
+class ClassifierConfig:
+    """A clip classifier: one of four bodies under one pooling head.
+
+    ``kind`` picks the body and, with it, the input (``FEATURE_KIND_OF``):
+
+    * ``"encoder"`` - the CTC model's ``Encoder`` (configured by ``encoder``) on log-mels;
+    * ``"cnn2d"`` - a plain 2-D CNN on log-mels;
+    * ``"complex_cnn"`` - the same CNN on complex spectrograms, real and imaginary parts as two channels;
+    * ``"m5"`` - the M5 1-D CNN of Dai et al. (2017) on raw waveforms.
+    """
+
+    kind: str = "encoder"
+    n_classes: int = 12
+    pooling: str = "mean"  # over valid frames: "mean" or "attention"
+    n_feats: int = 80  # rows per input frame, ``FeatureConfig.feature_dim``
+    channels: tuple[int, ...] = ()  # convolution widths of a baseline; () = the kind's default
+    dropout: float = 0.1
+    encoder: ModelConfig | None = None  # kind "encoder" only
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLASSIFIER_KINDS:
+            raise ValueError(f"unknown classifier kind {self.kind!r}; choose from {', '.join(CLASSIFIER_KINDS)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose from {', '.join(POOLINGS)}")
+        if self.n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {self.n_classes}")
+        if isinstance(self.encoder, dict):
+            self.encoder = ModelConfig.from_dict(self.encoder)
+        self.channels = tuple(self.channels) or _DEFAULT_CHANNELS[self.kind]
+        if self.kind == "encoder":
+            if self.encoder is None:
+                raise ValueError("a classifier of kind 'encoder' needs an encoder config")
+            if self.encoder.n_mels != self.n_feats:
+                raise ValueError(f"the encoder takes {self.encoder.n_mels} mels but n_feats is {self.n_feats}")
+        elif self.kind == "complex_cnn" and self.n_feats % 2:
+            raise ValueError(f"complex spectrograms have an even n_feats (real and imaginary rows), got {self.n_feats}")
+        elif self.kind == "m5" and self.n_feats != 1:
+            raise ValueError(f"M5 reads waveforms (n_feats = 1), got n_feats = {self.n_feats}")
+
+    @property
+    def feature_kind(self) -> str:
+        """The ``FeatureConfig.kind`` this classifier reads."""
+        return FEATURE_KIND_OF[self.kind]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClassifierConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown classifier config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+NAMED_CONFIGS.update({
+    # Keyword spotting on 80 log-mels (12 classes): the `small` encoder, and the three baselines.
+    "kws-encoder": ClassifierConfig(kind="encoder", pooling="attention", n_feats=80,
+                                   encoder=replace(NAMED_CONFIGS["small"], n_mels=80)),
+    "kws-cnn2d": ClassifierConfig(kind="cnn2d", n_feats=80),
+    "kws-complex": ClassifierConfig(kind="complex_cnn", n_feats=2 * 201),  # n_fft = 400
+    "kws-m5": ClassifierConfig(kind="m5", n_feats=1),
+})
+
+
+def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(batch,) valid lengths -> (batch, frames) bool, True on valid frames."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class CNN2d(nn.Module):
+    """A plain VGG-style CNN: blocks of 3x3 convolution, batch norm, ReLU and 2x2 max pooling.
+
+    Padded frames are zeroed after every block, so an utterance's output does not
+    depend on the padding of its batch (in eval mode).
+    """
+
+    def __init__(self, in_channels: int, n_feats: int, channels: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.blocks = nn.ModuleList()
+        for c_in, c_out in zip((in_channels, *channels[:-1]), channels):
+            self.blocks.append(nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                nn.MaxPool2d(2)))
+        self.dropout = nn.Dropout(dropout)
+        self.min_frames = 2 ** len(channels)
+        self.output_dim = channels[-1] * (n_feats // in_channels // self.min_frames)
+        if self.output_dim == 0:
+            raise ValueError(f"{n_feats // in_channels} feature rows are too few for {len(channels)} poolings")
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats: (batch, in_channels * n_feats, frames) -> ((batch, frames', output_dim), (batch,)).
+
+        With two input channels the first half of the rows is channel 0 (real
+        parts), the second half channel 1 (imaginary parts).
+        """
+        if feats.shape[-1] < self.min_frames:
+            feats = F.pad(feats, (0, self.min_frames - feats.shape[-1]))
+        b, rows, t = feats.shape
+        x = feats.reshape(b, self.in_channels, rows // self.in_channels, t)
+        for block in self.blocks:
+            x = block(x)
+            lengths = torch.div(lengths, 2, rounding_mode="floor").clamp(min=1)
+            x = x * time_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
+        b, c, f, t = x.shape
+        x = self.dropout(x.permute(0, 3, 1, 2).reshape(b, t, c * f))
+        return x, lengths.clamp(max=t)
+
+
+class M5(nn.Module):
+    """M5 of Dai et al. (2017), "Very deep convolutional neural networks for raw waveforms".
+
+    An 80-tap convolution with stride 4 (10 ms at 8 kHz), then 3-tap ones; each
+    convolution is followed by batch norm, ReLU and 4x max pooling.
+    """
+
+    def __init__(self, channels: tuple[int, ...], dropout: float, first_kernel: int = 80,
+                 first_stride: int = 4, pool: int = 4) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        for i, (c_in, c_out) in enumerate(zip((1, *channels[:-1]), channels)):
+            conv = (nn.Conv1d(1, c_out, first_kernel, stride=first_stride, bias=False) if i == 0
+                    else nn.Conv1d(c_in, c_out, 3, padding=1, bias=False))
+            self.convs.append(conv)
+            self.blocks.append(nn.Sequential(nn.BatchNorm1d(c_out), nn.ReLU(), nn.MaxPool1d(pool)))
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout)
+        self.min_samples = first_kernel + first_stride * (pool ** len(channels) - 1)
+        self.output_dim = channels[-1]
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats: (batch, 1, samples), lengths: (batch,) -> ((batch, frames', output_dim), (batch,))."""
+        x = feats
+        if x.shape[-1] < self.min_samples:
+            x = F.pad(x, (0, self.min_samples - x.shape[-1]))
+        lengths = lengths.clamp(min=self.min_samples)
+        for conv, block in zip(self.convs, self.blocks):
+            x = block(conv(x))
+            lengths = torch.div(conv_output_lengths(conv, lengths, dim=0), self.pool, rounding_mode="floor")
+            lengths = lengths.clamp(min=1, max=x.shape[-1])
+            x = x * time_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        return self.dropout(x.transpose(1, 2)), lengths
+
+
+class PoolingHead(nn.Module):
+    """Pool the valid frames of a sequence (mean or attention), then a linear layer to class scores."""
+
+    def __init__(self, dim: int, n_classes: int, pooling: str, dropout: float, attention_dim: int = 128) -> None:
+        super().__init__()
+        self.pooling = pooling
+        if pooling == "attention":
+            self.attention = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1))
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(dim, n_classes)
+
+    def weights(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (batch, frames, dim) -> (batch, frames) pooling weights, zero on padded frames, summing to 1."""
+        mask = time_mask(lengths, x.shape[1])
+        if self.pooling == "attention":
+            scores = self.attention(x).squeeze(-1).float().masked_fill(~mask, float("-inf"))
+            return torch.softmax(scores, dim=-1)
+        return mask.float() / lengths.clamp(min=1)[:, None].float()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (batch, frames, dim), lengths: (batch,) -> scores (batch, n_classes)."""
+        w = self.weights(x, lengths)
+        pooled = torch.einsum("bt,btd->bd", w.to(x.dtype), x.masked_fill(~time_mask(lengths, x.shape[1])[..., None], 0))
+        return self.out(self.dropout(pooled))
+
+
+class Classifier(nn.Module):
+    """A body (``encoder``) that maps features to a frame sequence, and a pooling head.
+
+    For kind "encoder" the body is the very ``Encoder`` of ``CTCModel``, so the
+    weights of a speech recognition model can start it (``load_encoder_weights``).
+    """
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.kind == "encoder":
+            self.encoder = Encoder(config.encoder)
+        elif config.kind in ("cnn2d", "complex_cnn"):
+            self.encoder = CNN2d(2 if config.kind == "complex_cnn" else 1, config.n_feats, config.channels,
+                                 config.dropout)
+        else:
+            self.encoder = M5(config.channels, config.dropout)
+        self.head = PoolingHead(self.encoder.output_dim, config.n_classes, config.pooling, config.dropout)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """feats: (batch, n_feats, frames), lengths: (batch,) -> log_probs (batch, n_classes)."""
+        x, out_lengths = self.encoder(feats, lengths)
+        return F.log_softmax(self.head(x, out_lengths).float(), dim=-1)
+
+
+def load_encoder_weights(classifier: Classifier, source) -> int:
+    """Copy the ``encoder.*`` weights of a CTC model file (or its loaded dict) into ``classifier``.
+
+    Returns the number of tensors copied. Raises ``AsrError`` if the file is not a
+    speech recognition model or its encoder does not have this classifier's shapes.
+    """
+    from asr import checkpoint
+    from asr.errors import AsrError
+
+    data = source if isinstance(source, dict) else checkpoint.load(source)
+    where = "the given weights" if isinstance(source, dict) else str(source)
+    if data.get("task", "ctc") != "ctc":
+        raise AsrError(f"{where}: a {data.get('task')!r} model; encoder weights come from a speech recognition model")
+    if classifier.config.kind != "encoder":
+        raise AsrError(f"a {classifier.config.kind!r} classifier has no ASR encoder to initialise")
+    theirs = {k[len("encoder."):]: v for k, v in data["model"].items() if k.startswith("encoder.")}
+    ours = classifier.encoder.state_dict()
+    missing = sorted(set(ours) - set(theirs))
+    wrong = [f"{k} is {tuple(theirs[k].shape)} there, {tuple(v.shape)} here"
+             for k, v in ours.items() if k in theirs and theirs[k].shape != v.shape]
+    if missing or wrong:
+        theirs_config = data.get("model_config", {})
+        detail = "; ".join(wrong[:3] + [f"no {k}" for k in missing[:3]])
+        raise AsrError(f"{where}: its encoder does not fit this classifier ({detail}); it was built with "
+                       f"n_mels={theirs_config.get('n_mels')}, cnn_channels={theirs_config.get('cnn_channels')}, "
+                       f"rnn_dim={theirs_config.get('rnn_dim')}, n_rnn_layers={theirs_config.get('n_rnn_layers')}")
+    classifier.encoder.load_state_dict({k: theirs[k] for k in ours})
+    return len(ours)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -198,6 +446,8 @@ def build_model(config) -> nn.Module:
     """The model a config describes (the one place that maps configs to classes)."""
     if isinstance(config, ModelConfig):
         return CTCModel(config)
+    if isinstance(config, ClassifierConfig):
+        return Classifier(config)
     raise TypeError(f"no model for config type {type(config).__name__}")
 
 
@@ -206,4 +456,6 @@ def config_from_checkpoint(data: dict):
     task = data.get("task", "ctc")
     if task == "ctc":
         return ModelConfig.from_dict(data["model_config"])
+    if task == "classify":
+        return ClassifierConfig.from_dict(data["model_config"])
     raise ValueError(f"unknown task {task!r} in checkpoint")

@@ -29,6 +29,7 @@ from asr.features import FeatureConfig, FeatureExtractor, SpecAugment, SpecAugme
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    time_budget_minutes: float = 0.0  # > 0: choose max_steps so that training takes about this long
     lr: float = 1e-3  # peak learning rate of the OneCycle schedule
     pct_start: float = 0.1  # share of the steps spent warming up
     div_factor: float = 25.0  # initial lr = lr / div_factor
@@ -116,14 +117,51 @@ class Trainer:
         self.dev_entries = dev_entries or []
         self.evaluate = evaluate
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=config.lr, total_steps=config.max_steps, pct_start=config.pct_start,
-            div_factor=config.div_factor, final_div_factor=config.final_div_factor)
+        self.scheduler = self._one_cycle(config.max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = 0
         self.epoch = 0
         self.position = 0
         self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval": []}
+
+    def _one_cycle(self, total_steps: int):
+        c = self.config
+        return torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=c.lr, total_steps=total_steps, pct_start=c.pct_start,
+            div_factor=c.div_factor, final_div_factor=c.final_div_factor)
+
+    def fit_to_time_budget(self, minutes: float, probe_steps: int = 6) -> int:
+        """Set ``max_steps`` so that training takes about ``minutes`` on this machine.
+
+        Times ``probe_steps`` updates of a throwaway copy of the model on shuffled
+        (typical-length) batches, then rebuilds the OneCycle schedule for the number
+        of steps that fit. The RNG state is restored, so training itself is unchanged
+        but for its length; the chosen length is saved in checkpoints.
+        """
+        import copy
+        import time
+
+        rng, scaler_state = checkpoint.rng_state(), self.scaler.state_dict()
+        model = self.model
+        self.model = copy.deepcopy(model)
+        optimizer, self.optimizer = self.optimizer, torch.optim.AdamW(self.model.parameters(), lr=1e-5)
+        scheduler, self.scheduler = self.scheduler, torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+        step, times = self.step, []
+        try:
+            batches = self.sampler.batches(1)
+            for k in range(probe_steps + 1):
+                indices = batches[k % len(batches)]
+                started = time.perf_counter()
+                self.train_step(self.collate([self.dataset[i] for i in indices]))
+                times.append(time.perf_counter() - started)
+        finally:
+            self.model, self.optimizer, self.scheduler, self.step = model, optimizer, scheduler, step
+            checkpoint.set_rng_state(rng)
+            self.scaler.load_state_dict(scaler_state)
+        per_step = sorted(times[1:])[len(times[1:]) // 2]  # median; the first step warms up
+        self.config.max_steps = max(10, int(minutes * 60 * 0.95 / per_step))
+        self.scheduler = self._one_cycle(self.config.max_steps)
+        return self.config.max_steps
 
     @classmethod
     def for_ctc(cls, model, tokenizer, feature_config: FeatureConfig, train_entries: list[dict],
@@ -170,7 +208,9 @@ class Trainer:
         if data.get("model_config") != asdict(self.model.config):
             raise AsrError("the checkpoint's model config differs from this experiment's; use another --exp-dir")
         self.model.load_state_dict(data["model"])
-        self.optimizer.load_state_dict(data["optimizer"])
+        self.config.max_steps = int(data["train_config"]["max_steps"])  # a time budget may have set it
+        self.scheduler = self._one_cycle(self.config.max_steps)
+        self.optimizer.load_state_dict(data["optimizer"])  # after the schedule: it restores lr and betas
         self.scheduler.load_state_dict(data["scheduler"])
         self.scaler.load_state_dict(data["scaler"])
         self.step = int(data["step"])
@@ -201,7 +241,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        return float(loss), float(grad_norm)
+        return loss.item(), float(grad_norm)
 
     def batches(self):
         """Batches from the saved position on, across epochs, forever.
@@ -233,6 +273,9 @@ class Trainer:
 
         if resume and self.checkpoint_path.exists():
             self.load_checkpoint()
+        elif self.config.time_budget_minutes > 0 and self.step == 0:
+            steps = self.fit_to_time_budget(self.config.time_budget_minutes)
+            print(f"time budget {self.config.time_budget_minutes:g} min: {steps} steps on this machine")
         writer = self._writer()
         target = self.config.max_steps if stop_after is None else min(self.config.max_steps, self.step + stop_after)
         bar = tqdm(total=self.config.max_steps, initial=self.step, desc="training", unit="step",

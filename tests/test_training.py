@@ -25,13 +25,14 @@ def corpus(tmp_path):
     return entries
 
 
-def make_trainer(corpus, exp_dir, max_steps=8):
+def make_trainer(corpus, exp_dir, max_steps=8, **overrides):
     torch.manual_seed(0)
     tok = CharTokenizer()
     model = CTCModel(named_config("small", n_mels=20, cnn_channels=4, n_res_blocks=1, rnn_dim=16,
                                   n_rnn_layers=2, classifier_dim=16, dropout=0.1))
     config = TrainConfig(max_steps=max_steps, lr=3e-3, max_frames=1600, checkpoint_every=3, log_every=2,
-                         specaugment=SpecAugmentConfig(freq_width=4, time_width=5), seed=7)
+                         specaugment=SpecAugmentConfig(freq_width=4, time_width=5, freq_warp=0.1), seed=7,
+                         **overrides)
     return Trainer.for_ctc(model, tok, FeatureConfig(n_mels=20), corpus, config, exp_dir, dev_entries=corpus[:3])
 
 
@@ -88,10 +89,22 @@ def test_checkpoint_loader_refuses_code(tmp_path):
 
 
 def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
-    trainer = make_trainer(corpus, tmp_path, max_steps=2)
-    trainer.config.precision = "bf16"
-    from asr.training import autocast_dtype
-
-    trainer.dtype = autocast_dtype("bf16", trainer.device)
+    trainer = make_trainer(corpus, tmp_path, max_steps=2, precision="bf16")
+    assert trainer.dtype == torch.bfloat16
     trainer.run(progress=False)
     assert trainer.step == 2 and np.isfinite(trainer.history["loss"][-1])
+
+
+def test_time_budget_only_sets_the_length(corpus, tmp_path):
+    """A time budget picks max_steps on this machine; the run is then the same as one
+    given that many steps outright (the probe leaves no trace in RNGs or weights)."""
+    budget = make_trainer(corpus, tmp_path / "a", max_steps=1, time_budget_minutes=0.1)
+    budget.run(progress=False)
+    steps = budget.step
+    assert steps == budget.config.max_steps >= 10
+    fixed = make_trainer(corpus, tmp_path / "b", max_steps=steps)
+    fixed.run(progress=False)
+    for key, value in budget.model.state_dict().items():
+        assert torch.equal(value, fixed.model.state_dict()[key]), key
+    data = checkpoint.load(budget.checkpoint_path)
+    assert data["train_config"]["max_steps"] == steps

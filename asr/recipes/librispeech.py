@@ -1,17 +1,31 @@
-"""LibriSpeech recipe: download -> prepare -> train -> evaluate, and an offline demo.
+"""LibriSpeech recipe: download -> prepare -> lm -> [tokenizer] -> train -> tune -> evaluate, and an offline demo.
 
-    python -m asr.recipes.librispeech download --config recipes/librispeech/config.toml
-    python -m asr.recipes.librispeech prepare  --config recipes/librispeech/config.toml
-    python -m asr.recipes.librispeech train    --config recipes/librispeech/config.toml [--resume]
-    python -m asr.recipes.librispeech evaluate --config recipes/librispeech/config.toml
+    python -m asr.recipes.librispeech download  --config recipes/librispeech/config.toml
+    python -m asr.recipes.librispeech prepare   --config recipes/librispeech/config.toml
+    python -m asr.recipes.librispeech lm        --config recipes/librispeech/config.toml
+    python -m asr.recipes.librispeech tokenizer --config recipes/librispeech/config.toml
+    python -m asr.recipes.librispeech train     --config recipes/librispeech/config.toml [--resume]
+    python -m asr.recipes.librispeech tune      --config recipes/librispeech/config.toml
+    python -m asr.recipes.librispeech evaluate  --config recipes/librispeech/config.toml
 
     python -m asr.recipes.librispeech demo [--exp-dir DIR]
 
+``lm`` gets the word n-gram model for beam search: the official LibriSpeech LM
+(``[lm] source = "download:3-gram.pruned.1e-7.arpa.gz"``) or one built with
+KenLM from a text (``[lm] text = PATH``; by default the shared LJ Speech text),
+into ``<exp>/lm/lm.bin`` and ``unigrams.txt``. ``tokenizer`` trains a
+sentencepiece model on the training transcripts (``<exp>/tokenizer/spm.model``),
+which ``train`` uses when the config says ``tokenizer = "sentencepiece"``.
+``tune`` grid-searches the LM weight and word bonus on the dev set and stores
+the best pair in ``<exp>/decoding.json`` and in ``model.pt``, so that
+``evaluate`` (greedy and beam+LM rows) and ``asr transcribe`` use them.
+
 ``demo`` needs no network and no GPU: it speaks LJ Speech text with TTS voices
 into a corpus in the exact LibriSpeech layout (held-out sentences and voices
-for dev and test), then runs prepare, train and evaluate on it, and also
-scores the real LJ Speech clips. Every stage reads the experiment config and
-can be rerun; finished work is skipped.
+for dev and test), then runs prepare, train and evaluate on it (with lm and
+tune in between when KenLM's programs are built), and also scores the real LJ
+Speech clips. Every stage reads the experiment config and can be rerun;
+finished work is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from pathlib import Path
 
 from asr.config import load_config
 from asr.data import read_librispeech, read_ljspeech, read_manifest, write_manifest
+from asr.decoding import DecodingOptions
 from asr.errors import AsrError
 from asr.features import FeatureConfig
 from asr.recipes import recipe_config_path, run_stages, shared_data
@@ -52,16 +67,47 @@ class SynthConfig:
     """The demo corpus: LJ Speech text spoken by TTS voices, LibriSpeech layout."""
 
     text: str = ""  # default: the shared lj-text-train.txt
-    n_train: int = 4000
+    n_train: int = 6500
     n_dev: int = 100
     n_test: int = 200
     min_words: int = 3
-    max_words: int = 16
+    max_words: int = 18
     dev_voices: tuple[str, ...] = ("espeak-ng:en-029+Annie", "espeak-ng:en-gb-x-rp+m4")
-    test_voices: tuple[str, ...] = ("espeak-ng:en-us+f4", "flite:slt")
+    test_voices: tuple[str, ...] = ("espeak-ng:en-us+f4", "flite:rms")
     rate_range: tuple[float, float] = (0.85, 1.2)
     pitch_range: tuple[float, float] = (0.8, 1.25)
     seed: int = 0
+
+
+@dataclass
+class LMConfig:
+    """The word n-gram model for beam search (stage ``lm``), in ``<exp>/lm``."""
+
+    source: str = ""  # "download:<name>" (a file of asr.download.LIBRISPEECH_LM); "" builds from `text`
+    text: str = ""  # text to build from, one sentence per line; default: the shared lj-text-train.txt
+    order: int = 4
+    prune: str = ""  # lmplz count thresholds per order, e.g. "0 0 1"; "" keeps every n-gram
+    memory: str = "1G"  # lmplz sort memory (e.g. "1G", "20%" of RAM); raise it for large texts
+
+
+@dataclass
+class DecodingConfig:
+    """Beam search, and the alpha/beta grid that stage ``tune`` tries on the dev set."""
+
+    beam_width: int = 32
+    alphas: tuple[float, ...] = (0.2, 0.4, 0.7, 1.0, 1.5)
+    betas: tuple[float, ...] = (0.0, 1.0, 2.5)
+    max_utterances: int = 200  # dev utterances to tune on (evenly spaced); 0: all
+    processes: int = 2  # beam search worker processes
+
+
+@dataclass
+class SubwordConfig:
+    """The sentencepiece model of stage ``tokenizer`` (used when ``tokenizer = "sentencepiece"``)."""
+
+    vocab_size: int = 256
+    model_type: str = "unigram"  # or "bpe"
+    text: str = ""  # default: the transcripts of the training subsets
 
 
 @dataclass
@@ -69,11 +115,15 @@ class RecipeConfig:
     exp_dir: str = "exp/librispeech"
     model_name: str = "seed"
     model: dict = field(default_factory=dict)  # overrides of the named model config
+    tokenizer: str = "char"  # "char" or "sentencepiece"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    subwords: SubwordConfig = field(default_factory=SubwordConfig)
 
     @property
     def exp(self) -> Path:
@@ -133,33 +183,227 @@ def _entries(config: RecipeConfig, subsets) -> list[dict]:
 
 def train(config: RecipeConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train the CTC model; writes ``<exp>/model.pt``, TensorBoard logs and a learning curve."""
+    train_entries = [e for e in _entries(config, config.data.train) if e["duration"] <= config.data.max_duration]
+    dev_entries = _entries(config, config.data.dev)
+    return train_model(config, train_entries, dev_entries, config.exp, config.train, resume=resume,
+                       progress=progress)
+
+
+def train_model(config: RecipeConfig, train_entries: list[dict], dev_entries: list[dict], exp_dir: Path,
+                schedule: TrainConfig, init_from: Path | None = None, resume: bool = False,
+                progress: bool = True) -> Path:
+    """Train a model of ``config`` (model, features, tokenizer) with ``schedule`` in ``exp_dir``.
+
+    ``init_from``: a model file whose weights start the training (fine-tuning);
+    tensors whose shapes differ (an output layer over other units) keep their
+    fresh initialisation. A resumed run takes everything from its checkpoint.
+    Returns ``exp_dir/model.pt``.
+    """
     from asr.model import CTCModel, count_parameters, named_config
-    from asr.text import CharTokenizer
     from asr.training import Trainer
 
-    tokenizer = CharTokenizer()
+    tokenizer = make_tokenizer(config)
     model_config = named_config(config.model_name, n_mels=config.features.n_mels,
                                 n_classes=tokenizer.vocab_size, **config.model)
     model = CTCModel(model_config)
-    train_entries = [e for e in _entries(config, config.data.train) if e["duration"] <= config.data.max_duration]
-    dev_entries = _entries(config, config.data.dev)
+    exp_dir = Path(exp_dir)
+    resuming = resume and (exp_dir / "checkpoints" / "last.pt").exists()
+    if init_from is not None and not resuming:
+        kept = load_initial_weights(model, init_from)
+        print(f"starting from {init_from} ({kept})")
     hours = sum(e["duration"] for e in train_entries) / 3600
-    print(f"model {config.model_name}: {count_parameters(model):,} parameters; "
-          f"{len(train_entries)} training utterances ({hours:.2f} h); {config.train.max_steps} steps")
-    config.exp.mkdir(parents=True, exist_ok=True)
-    (config.exp / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    trainer = Trainer.for_ctc(model, tokenizer, config.features, train_entries, config.train, config.exp,
+    print(f"model {config.model_name} ({tokenizer.kind}, {tokenizer.vocab_size} classes): "
+          f"{count_parameters(model):,} parameters; {len(train_entries)} training utterances ({hours:.2f} h); "
+          f"{schedule.max_steps} steps")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    trainer = Trainer.for_ctc(model, tokenizer, config.features, train_entries, schedule, exp_dir,
                               dev_entries=dev_entries)
     started = time.perf_counter()
     trainer.run(resume=resume, progress=progress)
-    path = trainer.export(config.exp / "model.pt")
+    path = trainer.export(exp_dir / "model.pt")
     minutes = (time.perf_counter() - started) / 60
     print(f"trained to step {trainer.step} in {minutes:.1f} min; model saved to {path}")
     return path
 
 
+def load_initial_weights(model, path) -> str:
+    """Copy a model file's weights into ``model`` where names and shapes agree; says what was copied."""
+    from asr import checkpoint
+
+    own = model.state_dict()
+    theirs = checkpoint.load(path)["model"]
+    weights = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    if not weights:
+        raise AsrError(f"{path}: no weights fit this model (another model config?)")
+    model.load_state_dict(weights, strict=False)
+    fresh = sorted(set(own) - set(weights))
+    return f"{len(weights)} of {len(own)} tensors" + (f"; newly initialised: {', '.join(fresh)}" if fresh else "")
+
+
+# --------------------------------------------------------------------------- units and language model
+
+def _training_text(config: RecipeConfig) -> list[str]:
+    if config.subwords.text:
+        path = Path(config.subwords.text)
+        if not path.is_file():
+            raise AsrError(f"{path}: subword training text not found")
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [e["text"] for e in _entries(config, config.data.train)]
+
+
+def tokenizer(config: RecipeConfig, **_) -> Path:
+    """Train the sentencepiece model (``<exp>/tokenizer/spm.model``); kept while its settings stay."""
+    from asr.text import SentencePieceTokenizer
+
+    folder = config.exp / "tokenizer"
+    path, settings_path = folder / "spm.model", folder / "spm.json"
+    settings = {**asdict(config.subwords), "train": list(config.data.train)}
+    if path.exists() and settings_path.exists() and json.loads(settings_path.read_text()) == settings:
+        return path
+    if config.subwords.model_type not in ("unigram", "bpe"):
+        raise AsrError(f"subwords.model_type must be unigram or bpe, got {config.subwords.model_type!r}")
+    sentences = _training_text(config)
+    try:
+        tok = SentencePieceTokenizer.train(sentences, config.subwords.vocab_size, config.subwords.model_type)
+    except RuntimeError as exc:  # e.g. a vocabulary larger than the text allows
+        reason = str(exc).strip().splitlines()[-1]
+        raise AsrError(f"cannot train the sentencepiece model: {reason}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(tok.model_bytes)
+    tmp.replace(path)
+    settings_path.write_text(json.dumps(settings) + "\n")
+    print(f"sentencepiece {config.subwords.model_type} model, {tok.vocab_size - 1} pieces, "
+          f"from {len(sentences)} sentences -> {path}")
+    return path
+
+
+def make_tokenizer(config: RecipeConfig):
+    """The tokenizer the config asks for (training the sentencepiece model if needed)."""
+    from asr.text import CharTokenizer, SentencePieceTokenizer
+
+    if config.tokenizer == "char":
+        return CharTokenizer()
+    if config.tokenizer == "sentencepiece":
+        return SentencePieceTokenizer(tokenizer(config).read_bytes())
+    raise AsrError(f"tokenizer must be char or sentencepiece, got {config.tokenizer!r}")
+
+
+def _held_out_texts(config: RecipeConfig) -> set[str]:
+    """Normalised transcripts of the dev and test sets prepared so far: an LM text must not hold them."""
+    from asr.text import normalize_text
+
+    subsets = list(config.data.dev + config.data.test) + (["lj-real"] if config.data.ljspeech else [])
+    return {normalize_text(e["text"]) for s in subsets if config.manifest(s).exists()
+            for e in read_manifest(config.manifest(s))}
+
+
+def lm(config: RecipeConfig, progress: bool = True, held_out=(), **_):
+    """The word n-gram model for beam search, in ``<exp>/lm`` (restartable; finished files are kept).
+
+    ``[lm] source = "download:NAME"`` fetches a file of the official LibriSpeech LM
+    (an ``.arpa.gz`` is unpacked and converted; ``librispeech-lm-norm.txt.gz`` is
+    built from). Otherwise the model is built from ``[lm] text`` (by default the
+    shared LJ Speech text), leaving out any sentence of the dev and test sets
+    (and of ``held_out``).
+    """
+    from asr.download import LIBRISPEECH_LM, fetch, gunzip
+    from asr.lm import build_lm, load_unigrams, prepare_arpa
+    from asr.text import normalize_text
+
+    folder = config.exp / "lm"
+    prune = config.lm.prune or None
+    if config.lm.source:
+        kind, _, name = config.lm.source.partition(":")
+        if kind != "download" or name not in LIBRISPEECH_LM:
+            raise AsrError(f"lm.source must be download:NAME with NAME one of {', '.join(LIBRISPEECH_LM)}; "
+                           f"got {config.lm.source!r}")
+        downloaded = fetch(LIBRISPEECH_LM[name], folder / "downloads", folder / "downloads",
+                           mirror=config.download.mirror or None, checksums=config.download.checksums or None,
+                           progress=progress)
+        unpacked = gunzip(downloaded)
+        if unpacked.suffix == ".arpa":
+            files = prepare_arpa(unpacked, folder)
+        else:
+            files = build_lm(unpacked, folder, order=config.lm.order, prune=prune, memory=config.lm.memory)
+    else:
+        text = Path(config.lm.text) if config.lm.text else shared_data("text", "lj-text-train.txt")
+        if not text.is_file():
+            raise AsrError(f"{text}: language model text not found")
+        held_out = _held_out_texts(config) | {normalize_text(t) for t in held_out}
+        lines = text.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = [line for line in lines if normalize_text(line) not in held_out]
+        if len(kept) < len(lines):  # build from a copy without them; rewritten only when it changes
+            filtered = folder / "text.txt"
+            content = "".join(line + "\n" for line in kept)
+            if not filtered.exists() or filtered.read_text(encoding="utf-8") != content:
+                folder.mkdir(parents=True, exist_ok=True)
+                filtered.write_text(content, encoding="utf-8")
+            print(f"{text}: left out {len(lines) - len(kept)} sentences of the dev and test sets")
+            text = filtered
+        files = build_lm(text, folder, order=config.lm.order, prune=prune, memory=config.lm.memory)
+    print(f"language model: {files.binary} ({len(load_unigrams(files.unigrams))} words)")
+    return files
+
+
+def _spread(entries: list[dict], n: int) -> list[dict]:
+    """``n`` entries evenly spaced over the list (all of them when ``n`` is 0 or larger)."""
+    if n <= 0 or n >= len(entries):
+        return entries
+    return [entries[round(i * (len(entries) - 1) / max(1, n - 1))] for i in range(n)]
+
+
+def tune_model(model_path: Path, dev_entries: list[dict], lm_files, decoding: DecodingConfig,
+               progress: bool = True) -> DecodingOptions:
+    """Grid-search alpha and beta for ``model_path`` on ``dev_entries``; store the best.
+
+    Writes ``decoding.json`` beside the model (the options, and what they were
+    tuned on) and the options into the model file itself. A finished tuning is
+    kept while it is newer than the model and the LM and its grid is unchanged.
+    """
+    from asr.inference import load_model
+    from asr.tuning import grid_search, store_decoding, stored_options
+
+    model_path = Path(model_path)
+    out = model_path.parent / "decoding.json"
+    options = DecodingOptions(decoder="beam", beam_width=decoding.beam_width, lm_path=str(lm_files.binary.resolve()),
+                              unigrams_path=str(lm_files.unigrams.resolve()), processes=decoding.processes)
+    entries = _spread(sorted(dev_entries, key=lambda e: e["id"]), decoding.max_utterances)
+    plan = {"alphas": list(decoding.alphas), "betas": list(decoding.betas), "utterances": len(entries),
+            "beam_width": decoding.beam_width, "lm_path": options.lm_path}
+    if out.exists() and all(out.stat().st_mtime >= p.stat().st_mtime for p in (model_path, lm_files.binary)):
+        previous = json.loads(out.read_text())
+        if previous.get("tuned_on", {}).get("plan") == plan:
+            print(f"{out}: already tuned (alpha {previous['alpha']}, beta {previous['beta']})")
+            return DecodingOptions.from_dict(previous)
+    model = load_model(model_path)
+    result = grid_search(model, entries, options, decoding.alphas, decoding.betas, progress=progress)
+    best = next(g for g in result.grid if (g.alpha, g.beta) == (result.best.alpha, result.best.beta))
+    store_decoding(model_path, result.best)
+    record = {**stored_options(result.best), "tuned_on": {
+        "plan": plan, "wer": best.scores.wer.rate, "cer": best.scores.cer.rate, "seconds": round(result.seconds, 1)}}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    (model_path.parent / "tune-grid.txt").write_text(result.table() + "\n")
+    print(f"alpha/beta grid on {len(entries)} dev utterances ({result.seconds:.0f} s):\n{result.table()}")
+    print(f"best: alpha {result.best.alpha}, beta {result.best.beta} -> {out} and {model_path}")
+    return result.best
+
+
+def tune(config: RecipeConfig, progress: bool = True, **_) -> DecodingOptions:
+    """Choose the LM weight and word bonus on the dev set for ``<exp>/model.pt``."""
+    files = lm(config, progress=progress)
+    return tune_model(config.exp / "model.pt", _entries(config, config.data.dev), files, config.decoding,
+                      progress=progress)
+
+
 def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict:
-    """Greedy WER/CER on each test set; ref/hyp/errs files under ``<exp>/results``."""
+    """WER/CER on each test set: greedy, and beam+LM once ``tune`` has run; files under ``<exp>/results``.
+
+    Returns the scores by test set name (greedy), and by ``"<set> beam+LM"``.
+    """
+    from dataclasses import replace
+
     from asr.evaluation import evaluate_sets, format_table
     from asr.inference import load_model
 
@@ -169,7 +413,13 @@ def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict:
     if config.data.ljspeech:
         sets["lj-real"] = read_manifest(config.manifest("lj-real"))
     results = evaluate_sets(model, sets, config.exp / "results", progress=progress)
-    table = format_table([(name, "greedy", s) for name, s in results.items()])
+    rows = [(name, "greedy", s) for name, s in results.items()]
+    if model.extra.get("decoding"):
+        options = replace(DecodingOptions.from_dict(model.extra["decoding"]), processes=config.decoding.processes)
+        beam = evaluate_sets(model, sets, config.exp / "results", options, tag="beam-lm", progress=progress)
+        rows += [(name, f"beam+LM a={options.alpha:g} b={options.beta:g}", s) for name, s in beam.items()]
+        results.update({f"{name} beam+LM": s for name, s in beam.items()})
+    table = format_table(sorted(rows, key=lambda r: list(sets).index(r[0])))
     (config.exp / "results" / "wer.txt").write_text(table + "\n")
     print(table)
     return results
@@ -228,14 +478,29 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
         train(config, resume=resume, progress=progress)
     else:
         print(f"{model_path} exists: skipping training (delete it, or pass --resume, to train again)")
+    if kenlm_programs_built():
+        tune(config, progress=progress)
+    else:
+        print("KenLM programs not built: no beam+LM rows (run bash tools/build_kenlm.sh, then the tune stage)")
     evaluate(config, progress=progress)
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
     print(f"model: {model_path}")
     print(f"try:   asr transcribe --model {model_path} AUDIO.wav")
 
 
-STAGES = {"download": download, "prepare": prepare, "train": train, "evaluate": evaluate,
-          "synthesize": synthesize, "demo": demo}
+def kenlm_programs_built() -> bool:
+    from asr.lm import find_kenlm_binary
+
+    try:
+        find_kenlm_binary("lmplz")
+        find_kenlm_binary("build_binary")
+    except AsrError:
+        return False
+    return True
+
+
+STAGES = {"download": download, "prepare": prepare, "lm": lm, "tokenizer": tokenizer, "train": train,
+          "tune": tune, "evaluate": evaluate, "synthesize": synthesize, "demo": demo}
 
 
 def main(argv=None) -> int:

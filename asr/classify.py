@@ -1,0 +1,785 @@
+"""Clip classification (keywords, sounds) over the toolkit's front ends and encoder.
+
+What the recipes ``speech_commands``, ``esc50`` and ``fsdd`` share:
+
+* configs: ``ClassifyConfig`` (features, model, training, augmentation, early
+  stopping, the learning-rate range test), which each recipe extends with its
+  ``data`` table;
+* ``WaveformAugment``: random time shift, speed perturbation and background
+  noise at a random SNR (SpecAugment on log-mels runs in the ``Trainer``);
+* the task folder: ``prepare`` stages write ``<exp>/manifests/{train,dev,test}.jsonl``
+  and ``<exp>/task.json`` (labels, noise recordings), and the stages below read them;
+* ``train_stage`` (the generic ``Trainer`` in chunks, early stopping on dev
+  accuracy, the best model kept as ``<exp>/model.pt``), ``lr_find_stage`` and
+  ``evaluate_stage`` (accuracy, a per-class table, the most-confused pairs and
+  a confusion-matrix PNG under ``<exp>/results/<set>/``);
+* inference: ``load_classifier`` and ``classify``, which ``asr classify`` calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from asr import checkpoint
+from asr.audio import SAMPLE_RATE
+from asr.data import (BucketingBatchSampler, ClassificationDataset, collate, load_entry_audio, read_manifest,
+                      write_manifest)
+from asr.errors import AsrError
+from asr.features import FeatureConfig, FeatureExtractor, SpecAugmentConfig
+from asr.model import FEATURE_KIND_OF, Classifier, ClassifierConfig, count_parameters, named_config
+from asr.training import TrainConfig
+
+SPLITS = ("train", "dev", "test")
+
+
+# --------------------------------------------------------------------------- configs
+
+@dataclass
+class ModelSection:
+    """The ``[model]`` table of a classification recipe."""
+
+    kind: str = "cnn2d"  # "encoder", "cnn2d", "complex_cnn" or "m5"
+    pooling: str = "mean"  # "mean" or "attention"
+    encoder_name: str = "small"  # kind "encoder": the named encoder config (asr.model.NAMED_CONFIGS)
+    encoder: dict = field(default_factory=dict)  # overrides of the named encoder config
+    channels: tuple[int, ...] = ()  # baselines: convolution widths (() = the kind's default)
+    dropout: float = 0.1
+    init_from: str = ""  # kind "encoder": an ASR model file whose encoder weights start training
+
+
+@dataclass
+class AugmentConfig:
+    """Waveform augmentation of training clips (SpecAugment is ``train.specaugment``)."""
+
+    time_shift: float = 0.1  # seconds: a clip moves by up to this much either way (zero-filled)
+    speed_prob: float = 0.5  # share of clips played faster or slower
+    speed_range: tuple[float, float] = (0.9, 1.1)  # speed factors
+    noise_prob: float = 0.8  # share of clips mixed with background noise
+    snr_range: tuple[float, float] = (0.0, 20.0)  # signal-to-noise ratios in dB
+    synthetic_noise: bool = False  # with no noise recordings in the corpus: generated noises (asr.synth)
+    gain_range: tuple[float, float] = (0.0, 0.0)  # dB: each clip's level is changed by a random gain in this range
+
+
+@dataclass
+class EarlyStoppingConfig:
+    eval_every: int = 100  # steps between dev evaluations
+    patience: int = 5  # evaluations without improvement before training stops; 0 = never stop early
+    min_delta: float = 0.0  # an improvement must raise dev accuracy by more than this
+
+
+@dataclass
+class LRFindConfig:
+    min_lr: float = 1e-6
+    max_lr: float = 1.0
+    steps: int = 100
+    diverge: float = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum
+
+
+def default_train_config() -> TrainConfig:
+    return TrainConfig(max_steps=2000, lr=3e-3, pct_start=0.2, max_frames=6400, max_batch_size=64, sortagrad=False,
+                       log_every=10, checkpoint_every=100, cache_audio=True,
+                       specaugment=SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=10,
+                                                     time_ratio=0.15))
+
+
+@dataclass
+class ClassifyConfig:
+    """What every classification recipe configures; recipes add ``data`` (and ``download``)."""
+
+    exp_dir: str = "exp/classify"
+    features: FeatureConfig = field(default_factory=lambda: FeatureConfig(n_mels=80))
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainConfig = field(default_factory=default_train_config)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
+    label_smoothing: float = 0.0
+
+    @property
+    def exp(self) -> Path:
+        return Path(self.exp_dir)
+
+
+# --------------------------------------------------------------------------- the task folder
+
+def write_task(exp, labels: list[str], splits: dict[str, list[dict]], noise_files: list[str] = ()) -> None:
+    """Write ``<exp>/manifests/<split>.jsonl`` and ``<exp>/task.json`` (labels, noise recordings)."""
+    exp = Path(exp)
+    for name, entries in splits.items():
+        write_manifest(entries, exp / "manifests" / f"{name}.jsonl")
+    (exp / "task.json").write_text(json.dumps({"labels": list(labels), "noise_files": list(noise_files)},
+                                              indent=2) + "\n")
+
+
+def read_task(exp) -> tuple[list[str], dict[str, list[dict]], list[str]]:
+    """(labels, {split: entries}, noise files) as ``write_task`` left them."""
+    exp = Path(exp)
+    if not (exp / "task.json").exists():
+        raise AsrError(f"{exp}: no task.json; run the prepare stage first")
+    task = json.loads((exp / "task.json").read_text())
+    splits = {name: read_manifest(exp / "manifests" / f"{name}.jsonl") for name in SPLITS
+              if (exp / "manifests" / f"{name}.jsonl").exists()}
+    return task["labels"], splits, task.get("noise_files", [])
+
+
+def describe_splits(labels: list[str], splits: dict[str, list[dict]]) -> str:
+    parts = [f"{name} {len(entries)} clips ({sum(e['duration'] for e in entries) / 60:.1f} min)"
+             for name, entries in splits.items()]
+    return f"{len(labels)} classes; " + ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def mix_at_snr(signal: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """``signal + g * noise`` with ``g`` chosen so that the power ratio is ``snr_db`` dB.
+
+    Both are (samples,) of the same length. A silent signal or noise is returned unchanged.
+    """
+    p_signal, p_noise = signal.pow(2).mean(), noise.pow(2).mean()
+    if p_signal <= 1e-12 or p_noise <= 1e-12:
+        return signal
+    gain = torch.sqrt(p_signal / (p_noise * 10 ** (snr_db / 10)))
+    return signal + gain * noise
+
+
+def snr_db(signal: torch.Tensor, noise: torch.Tensor) -> float:
+    """The power ratio of ``signal`` to ``noise`` in dB."""
+    return float(10 * torch.log10(signal.pow(2).mean() / noise.pow(2).mean()))
+
+
+@lru_cache(maxsize=128)
+def _resampler(orig: int, new: int):
+    import torchaudio
+
+    return torchaudio.transforms.Resample(orig, new)
+
+
+def change_speed(audio: torch.Tensor, rate: int, base: int = 160) -> torch.Tensor:
+    """Play (samples,) audio ``base / rate`` times as fast: resampled from ``base`` to ``rate``
+    (in units of 100 Hz, so the filter stays small), pitch moving with the tempo."""
+    if rate == base:
+        return audio
+    with torch.no_grad():
+        return _resampler(base, rate)(audio[None])[0]
+
+
+class WaveformAugment:
+    """Training-time augmentation of one clip (samples,) at 16 kHz: speed, time shift, noise, gain.
+
+    Random draws come from torch's global generator, which the ``Trainer`` seeds
+    and saves in its checkpoints, so a resumed run sees the same augmentations.
+    """
+
+    def __init__(self, config: AugmentConfig, noise_files: list[str] = (), seed: int = 0) -> None:
+        self.config = config
+        self.noise_files = list(noise_files)
+        self.seed = seed
+        self._noises: list[torch.Tensor] | None = None
+
+    def noises(self) -> list[torch.Tensor]:
+        """Every noise recording at 16 kHz, loaded once."""
+        if self._noises is None:
+            if self.noise_files:
+                from asr.audio import load_audio
+
+                self._noises = [load_audio(path) for path in self.noise_files]
+            elif self.config.synthetic_noise:
+                from asr.synth import NOISES, make_noise
+
+                self._noises = [torch.from_numpy(make_noise(kind, 30.0, seed=self.seed)) for kind in NOISES]
+            else:
+                self._noises = []
+        return self._noises
+
+    def _uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand(()))
+
+    def noise_like(self, n: int) -> torch.Tensor:
+        """A random stretch of ``n`` samples of a random noise recording (repeated if too short)."""
+        noises = self.noises()
+        noise = noises[int(torch.randint(len(noises), ()))]
+        if noise.numel() < n:
+            noise = noise.repeat(n // noise.numel() + 1)
+        start = int(torch.randint(noise.numel() - n + 1, ()))
+        return noise[start:start + n]
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        low, high = c.speed_range
+        if c.speed_prob > 0 and high > low and float(torch.rand(())) < c.speed_prob:
+            rate = round(160 / self._uniform(low, high))
+            audio = change_speed(audio, rate)
+        if c.time_shift > 0:
+            limit = int(c.time_shift * SAMPLE_RATE)
+            shift = int(torch.randint(-limit, limit + 1, ()))
+            if shift > 0:
+                audio = torch.cat([torch.zeros(shift), audio[:-shift]]) if shift < audio.numel() else audio * 0
+            elif shift < 0:
+                audio = torch.cat([audio[-shift:], torch.zeros(-shift)]) if -shift < audio.numel() else audio * 0
+        if c.noise_prob > 0 and float(torch.rand(())) < c.noise_prob and self.noises():
+            audio = mix_at_snr(audio, self.noise_like(audio.numel()), self._uniform(*c.snr_range))
+        if c.gain_range[1] > c.gain_range[0]:
+            audio = audio * 10 ** (self._uniform(*c.gain_range) / 20)
+        return audio
+
+
+# --------------------------------------------------------------------------- model and training
+
+def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: int,
+                     verbose: bool = True) -> tuple[Classifier, FeatureConfig]:
+    """The classifier a recipe's ``[model]`` table describes, and the features it reads.
+
+    The feature kind follows the model kind (log-mels, complex spectrograms or
+    waveforms); a ``features.kind`` set to something else is an error.
+    """
+    from asr.model import load_encoder_weights
+
+    try:
+        kind = FEATURE_KIND_OF[section.kind]
+    except KeyError:
+        raise AsrError(f"unknown model kind {section.kind!r}; choose from {', '.join(FEATURE_KIND_OF)}") from None
+    if features.kind not in ("logmel", kind):
+        raise AsrError(f"model kind {section.kind!r} reads {kind!r} features, but features.kind is {features.kind!r}")
+    features = replace(features, kind=kind)
+    try:
+        encoder = (named_config(section.encoder_name, n_mels=features.n_mels, **section.encoder)
+                   if section.kind == "encoder" else None)
+        config = ClassifierConfig(kind=section.kind, n_classes=n_classes, pooling=section.pooling,
+                                  n_feats=features.feature_dim, channels=tuple(section.channels),
+                                  dropout=section.dropout, encoder=encoder)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AsrError(f"bad model config: {exc}") from None
+    model = Classifier(config)
+    if section.init_from:
+        n = load_encoder_weights(model, section.init_from)
+        if verbose:
+            print(f"encoder initialised from {section.init_from} ({n} tensors)")
+    return model, features
+
+
+def classification_loss(log_probs: torch.Tensor, batch, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of (batch, n_classes) log-probs against ``batch.targets[:, 0]``."""
+    return F.cross_entropy(log_probs.float(), batch.targets[:, 0], label_smoothing=label_smoothing)
+
+
+class _Loss:
+    """A picklable ``loss_fn(outputs, batch)`` for the Trainer."""
+
+    def __init__(self, label_smoothing: float) -> None:
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, log_probs, batch):
+        return classification_loss(log_probs, batch, self.label_smoothing)
+
+
+def make_trainer(config: ClassifyConfig, labels: list[str], train_entries: list[dict], noise_files: list[str],
+                 exp, train: TrainConfig | None = None, verbose: bool = True):
+    """A ``Trainer`` for a classifier: the dataset with augmentation, cross-entropy, classify meta."""
+    from asr.training import Trainer, seed_everything
+
+    train = train or config.train
+    seed_everything(train.seed)  # the initial weights too come from the seed
+    model, features = build_classifier(config.model, config.features, len(labels), verbose=verbose)
+    if features.kind != "logmel" and train.specaugment is not None:
+        train = replace(train, specaugment=None)  # SpecAugment masks mel bands and frames: log-mels only
+    augment = WaveformAugment(config.augment, noise_files, seed=train.seed)
+    dataset = ClassificationDataset(train_entries, labels, transform=augment, cache_audio=train.cache_audio)
+    meta = {"task": "classify", "labels": list(labels)}
+    return Trainer(model, dataset, _Loss(config.label_smoothing), meta, features, train, exp, collate_fn=collate)
+
+
+@torch.no_grad()
+def predict(net: Classifier, features: FeatureExtractor, entries: list[dict], device="cpu",
+            max_frames: int = 20000, progress: bool = False) -> torch.Tensor:
+    """Log-probs (len(entries), n_classes) for manifest entries, in their order (no augmentation)."""
+    net.eval()
+    frame_shift = features.config.frame_shift
+    longest = max(math.ceil(e["duration"] / frame_shift) for e in entries)
+    sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, longest + 1), frame_shift,
+                                    shuffle=False)
+    batches = sampler.batches(0)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="classifying", unit="batch", leave=False)
+    out = torch.zeros(len(entries), net.config.n_classes)
+    for indices in batches:
+        audio, lengths = _pad([load_entry_audio(entries[i]) for i in indices])
+        feats, frames = features(audio.to(device), lengths.to(device))
+        out[indices] = net(feats, frames).float().cpu()
+    return out
+
+
+def _pad(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = collate([(a, torch.zeros(1, dtype=torch.long)) for a in items])
+    return batch.audio, batch.audio_lengths
+
+
+def _evaluate_dev(trainer, entries: list[dict], labels: list[str]) -> dict:
+    log_probs = predict(trainer.model, trainer.features, entries, trainer.device, trainer.config.max_frames)
+    index = {label: i for i, label in enumerate(labels)}
+    targets = torch.tensor([index[e["label"]] for e in entries])
+    return {"accuracy": float((log_probs.argmax(-1) == targets).float().mean()),
+            "loss": float(F.nll_loss(log_probs, targets))}
+
+
+def train_classifier(config: ClassifyConfig, labels: list[str], splits: dict[str, list[dict]],
+                     noise_files: list[str], exp=None, resume: bool = False, progress: bool = True) -> dict:
+    """Train with early stopping on dev accuracy; the best model is ``<exp>/model.pt``.
+
+    Training runs in chunks of ``early_stopping.eval_every`` steps; after each the
+    dev set is scored, TensorBoard gets ``dev/accuracy`` and ``dev/loss``, and the
+    model is exported when dev accuracy improved. ``patience`` evaluations without
+    improvement end training before ``train.max_steps``. The early-stopping state
+    lives in ``<exp>/early_stopping.json`` beside the Trainer's checkpoint, so
+    ``resume`` continues both. Returns a summary dict.
+    """
+    exp = Path(exp or config.exp)
+    exp.mkdir(parents=True, exist_ok=True)
+    trainer = make_trainer(config, labels, splits["train"], noise_files, exp)
+    dev = splits.get("dev") or []
+    stop = config.early_stopping
+    state_path = exp / "early_stopping.json"
+    state = {"best_step": None, "best_accuracy": -1.0, "evals": [], "stopped": False, "seconds": 0.0}
+    if resume and state_path.exists() and trainer.checkpoint_path.exists():
+        state = json.loads(state_path.read_text())
+    print(f"{config.model.kind} classifier: {count_parameters(trainer.model):,} parameters; "
+          f"{trainer.feature_config.kind} features; " + describe_splits(labels, splits))
+    (exp / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
+    writer = _dev_writer(exp)
+    started = time.perf_counter() - state["seconds"]
+    first = True
+    try:
+        while not state["stopped"] and (first or trainer.step < trainer.config.max_steps):
+            every = stop.eval_every if dev else trainer.config.max_steps
+            chunk = every - trainer.step % every
+            trainer.run(resume=resume and first, stop_after=chunk, progress=progress)
+            first = False
+            if state["stopped"] or not dev:
+                break
+            metrics = _evaluate_dev(trainer, dev, labels)
+            state["evals"].append({"step": trainer.step, **metrics})
+            if writer:
+                for name, value in metrics.items():
+                    writer.add_scalar(f"dev/{name}", value, trainer.step)
+                writer.flush()
+            improved = metrics["accuracy"] > state["best_accuracy"] + stop.min_delta
+            if improved or state["best_step"] is None:
+                state["best_step"], state["best_accuracy"] = trainer.step, metrics["accuracy"]
+                trainer.export(exp / "model.pt")
+            since = sum(1 for e in state["evals"] if e["step"] > state["best_step"])
+            if stop.patience and since >= stop.patience:
+                state["stopped"] = True
+            print(f"step {trainer.step}: dev accuracy {100 * metrics['accuracy']:.2f}% "
+                  f"(best {100 * state['best_accuracy']:.2f}% at step {state['best_step']})"
+                  + (f"; no improvement for {since} evaluations: stopping" if state["stopped"] else ""), flush=True)
+            state["seconds"] = time.perf_counter() - started
+            _write_json(state, state_path)
+    finally:
+        if writer:
+            writer.close()
+    if not dev:
+        trainer.export(exp / "model.pt")
+        state["best_step"] = trainer.step
+    state["seconds"] = time.perf_counter() - started
+    _write_json(state, state_path)
+    plot_learning_curve(trainer.history, state["evals"], exp / "learning_curve.png")
+    summary = {"model": str(exp / "model.pt"), "parameters": count_parameters(trainer.model),
+               "steps": trainer.step, "best_step": state["best_step"],
+               "dev_accuracy": state["best_accuracy"] if dev else None, "train_seconds": round(state["seconds"], 1)}
+    print(f"trained {trainer.step} steps in {state['seconds'] / 60:.1f} min; best dev accuracy "
+          + (f"{100 * state['best_accuracy']:.2f}% at step {state['best_step']}" if dev else "n/a")
+          + f"; model saved to {exp / 'model.pt'}")
+    return summary
+
+
+def _dev_writer(exp: Path):
+    """TensorBoard writer for dev metrics: a run of its own (``tensorboard/dev``) beside the Trainer's."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a declared dependency
+        return None
+    return SummaryWriter(str(exp / "tensorboard" / "dev"))
+
+
+def _write_json(data, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def plot_learning_curve(history: dict, evals: list[dict], path) -> Path | None:
+    """Training loss and dev accuracy against steps, as a PNG."""
+    if not history.get("step"):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(history["step"], history["loss"], label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot([e["step"] for e in evals], [100 * e["accuracy"] for e in evals], "o-", color="C1",
+                 label="dev accuracy")
+        ax2.set_ylabel("dev accuracy (%)")
+        ax2.legend(loc="center right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# --------------------------------------------------------------------------- learning-rate range test
+
+def find_lr(trainer, min_lr: float, max_lr: float, steps: int, diverge: float = 4.0,
+            beta: float = 0.98, progress: bool = True) -> tuple[list[float], list[float]]:
+    """Train ``steps`` updates with the learning rate rising exponentially from ``min_lr``
+    to ``max_lr`` (Smith, 2017); returns (learning rates, smoothed losses).
+
+    Stops early once the smoothed loss exceeds ``diverge`` times its minimum.
+    """
+    from tqdm import tqdm
+
+    gamma = (max_lr / min_lr) ** (1 / max(1, steps - 1))
+    batches = trainer.batches()
+    lrs, losses, average, best = [], [], 0.0, math.inf
+    for i in tqdm(range(steps), desc="lr range test", unit="step", disable=not progress):
+        lr = min_lr * gamma ** i
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
+        loss, _ = trainer.train_step(next(batches))
+        if not math.isfinite(loss):
+            break
+        average = beta * average + (1 - beta) * loss
+        smoothed = average / (1 - beta ** (i + 1))
+        lrs.append(lr)
+        losses.append(smoothed)
+        best = min(best, smoothed)
+        if smoothed > diverge * best and i > steps // 10:
+            break
+    return lrs, losses
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> dict:
+    """``min_loss_lr / 10`` (the usual pick for a one-cycle peak) and the steepest-descent point."""
+    if len(lrs) < 3:
+        raise AsrError("the learning-rate range test stopped too early to suggest anything")
+    lo = np.log10(np.array(lrs))
+    loss = np.array(losses)
+    best = int(loss.argmin())
+    grad = np.gradient(loss, lo)
+    start = max(1, len(lrs) // 10)
+    steepest = start + int(grad[start:max(best, start + 1)].argmin()) if best > start else best
+    return {"min_loss_lr": lrs[best], "suggested_lr": lrs[best] / 10, "steepest_lr": lrs[steepest]}
+
+
+def plot_lr_find(lrs: list[float], losses: list[float], suggestion: dict, path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    top = min(max(losses), 4 * min(losses)) if losses else 1
+    ax.set_ylim(min(losses) * 0.9, max(top, losses[0]) * 1.05)
+    for key, style in (("suggested_lr", "C2"), ("steepest_lr", "C3")):
+        ax.axvline(suggestion[key], color=style, linestyle="--", label=f"{key.replace('_', ' ')} {suggestion[key]:.1e}")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title("learning-rate range test")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def lr_find_stage(config: ClassifyConfig, progress: bool = True, **_) -> dict:
+    """Run the range test on the training set (from fresh weights); write ``<exp>/lr_find/lr_find.png``."""
+    labels, splits, noise = read_task(config.exp)
+    out = config.exp / "lr_find"
+    lf = config.lr_find
+    if not (0 < lf.min_lr < lf.max_lr) or lf.steps < 3:
+        raise AsrError("lr_find needs 0 < min_lr < max_lr and at least 3 steps")
+    train = replace(config.train, max_steps=lf.steps + 1)
+    trainer = make_trainer(config, labels, splits["train"], noise, out, train=train)
+    lrs, losses = find_lr(trainer, lf.min_lr, lf.max_lr, lf.steps, lf.diverge, progress=progress)
+    suggestion = suggest_lr(lrs, losses)
+    out.mkdir(parents=True, exist_ok=True)
+    path = plot_lr_find(lrs, losses, suggestion, out / "lr_find.png")
+    _write_json({**suggestion, "lrs": lrs, "losses": losses}, out / "lr_find.json")
+    print(f"lowest loss at lr {suggestion['min_loss_lr']:.2e}; suggested peak lr (train.lr) "
+          f"{suggestion['suggested_lr']:.2e}, steepest descent at {suggestion['steepest_lr']:.2e}; plot: {path}")
+    return suggestion
+
+
+# --------------------------------------------------------------------------- reports
+
+@dataclass
+class Report:
+    """Counts of a classification run: ``confusion[ref, hyp]``."""
+
+    labels: list[str]
+    confusion: np.ndarray
+
+    @classmethod
+    def from_predictions(cls, labels: list[str], refs, hyps) -> "Report":
+        confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+        np.add.at(confusion, (np.asarray(refs, dtype=np.int64), np.asarray(hyps, dtype=np.int64)), 1)
+        return cls(list(labels), confusion)
+
+    @property
+    def total(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / max(1, self.total))
+
+    def per_class(self) -> list[dict]:
+        rows = []
+        for i, label in enumerate(self.labels):
+            support, predicted, correct = self.confusion[i].sum(), self.confusion[:, i].sum(), self.confusion[i, i]
+            recall = correct / support if support else float("nan")
+            precision = correct / predicted if predicted else float("nan")
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+            rows.append({"label": label, "clips": int(support), "correct": int(correct), "recall": float(recall),
+                         "precision": float(precision), "f1": float(f1)})
+        return rows
+
+    def confused_pairs(self, n: int = 10) -> list[tuple[str, str, int, float]]:
+        """The ``n`` most frequent errors: (reference, hypothesis, count, share of the reference's clips)."""
+        pairs = []
+        for i in range(len(self.labels)):
+            for j in range(len(self.labels)):
+                if i != j and self.confusion[i, j]:
+                    pairs.append((self.labels[i], self.labels[j], int(self.confusion[i, j]),
+                                  float(self.confusion[i, j] / self.confusion[i].sum())))
+        return sorted(pairs, key=lambda p: (-p[2], -p[3], p[0], p[1]))[:n]
+
+    def text(self, title: str = "") -> str:
+        width = max(8, *(len(label) for label in self.labels))
+        lines = [f"{title}: " if title else "", ""]
+        lines[0] += f"accuracy {100 * self.accuracy:.2f}% ({int(np.trace(self.confusion))} / {self.total} clips)"
+        head = f"{'class':<{width}} {'clips':>6} {'correct':>7} {'recall %':>8} {'precision %':>11} {'F1 %':>6}"
+        lines += [head, "-" * len(head)]
+        for row in self.per_class():
+            lines.append(f"{row['label']:<{width}} {row['clips']:>6} {row['correct']:>7} {_pct(row['recall']):>8} "
+                         f"{_pct(row['precision']):>11} {_pct(row['f1']):>6}")
+        lines += ["", "most confused (reference -> hypothesis):"]
+        pairs = self.confused_pairs()
+        lines += [f"  {ref} -> {hyp}: {count} ({100 * share:.1f}% of {ref})" for ref, hyp, count, share in pairs]
+        if not pairs:
+            lines.append("  none")
+        return "\n".join(lines) + "\n"
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f}"
+
+
+def plot_confusion(report: Report, path, title: str = "") -> Path:
+    """A confusion matrix: colour = share of the reference class, numbers = clip counts."""
+    plt = _pyplot()
+    n = len(report.labels)
+    rows = report.confusion.sum(1, keepdims=True)
+    share = report.confusion / np.maximum(rows, 1)
+    size = max(5.0, 0.42 * n + 2.5)
+    fontsize = 10 if n <= 12 else 8 if n <= 36 else 6
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), report.labels, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), report.labels, fontsize=fontsize)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    for i in range(n):
+        for j in range(n):
+            count = report.confusion[i, j]
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize - 1,
+                        color="white" if share[i, j] > 0.55 else "black")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the reference class")
+    ax.set_title(f"{title + ': ' if title else ''}accuracy {100 * report.accuracy:.1f}% ({report.total} clips)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(report: Report, out_dir, title: str, entries: list[dict] | None = None,
+                 log_probs: torch.Tensor | None = None) -> Path:
+    """``report.txt``, ``confusion.png``, ``metrics.json`` and (given entries) ``predictions.tsv``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.txt").write_text(report.text(title))
+    plot_confusion(report, out / "confusion.png", title)
+    _write_json({"accuracy": report.accuracy, "clips": report.total, "per_class": report.per_class(),
+                 "confused_pairs": report.confused_pairs(), "labels": report.labels,
+                 "confusion": report.confusion.tolist()}, out / "metrics.json")
+    if entries is not None and log_probs is not None:
+        probs, hyps = log_probs.exp().max(-1)
+        with open(out / "predictions.tsv", "w", encoding="utf-8") as f:
+            f.write("id\treference\thypothesis\tprobability\n")
+            for e, h, p in zip(entries, hyps.tolist(), probs.tolist()):
+                f.write(f"{e.get('id', e['audio_filepath'])}\t{e['label']}\t{report.labels[h]}\t{p:.4f}\n")
+    return out
+
+
+def evaluate_stage(config: ClassifyConfig, progress: bool = True, sets: tuple[str, ...] = ("test",),
+                   **_) -> dict[str, Report]:
+    """Score ``<exp>/model.pt`` on the prepared sets; reports under ``<exp>/results/<set>/``."""
+    model = load_classifier(config.exp / "model.pt")
+    labels, splits, _ = read_task(config.exp)
+    if model.labels != labels:
+        raise AsrError(f"{config.exp / 'model.pt'} was trained for other labels than {config.exp / 'task.json'}")
+    reports = {}
+    for name in sets:
+        entries = splits.get(name) or []
+        if not entries:
+            continue
+        log_probs = predict(model.net, model.features, entries, model.device, progress=progress)
+        index = {label: i for i, label in enumerate(labels)}
+        report = Report.from_predictions(labels, [index[e["label"]] for e in entries], log_probs.argmax(-1).tolist())
+        folder = write_report(report, config.exp / "results" / name, name, entries, log_probs)
+        print(report.text(name).split("\n", 1)[0] + f"; report: {folder / 'report.txt'}")
+        reports[name] = report
+    return reports
+
+
+def train_stage(config: ClassifyConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train on ``<exp>/manifests/train.jsonl`` with early stopping on ``dev.jsonl``."""
+    labels, splits, noise = read_task(config.exp)
+    if not splits.get("train"):
+        raise AsrError(f"{config.exp}: no training clips; run the prepare stage first")
+    return train_classifier(config, labels, splits, noise, config.exp, resume=resume, progress=progress)
+
+
+# --------------------------------------------------------------------------- inference
+
+@dataclass
+class ClipClassifier:
+    """A trained classifier with its front end and labels, ready for inference."""
+
+    net: Classifier
+    features: FeatureExtractor
+    labels: list[str]
+    device: torch.device
+
+    @torch.no_grad()
+    def log_probs(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """audio: (batch, samples) at 16 kHz -> (batch, n_classes)."""
+        feats, frames = self.features(audio.to(self.device), lengths.to(self.device))
+        return self.net(feats, frames).float().cpu()
+
+
+def load_classifier(path, device="cpu") -> ClipClassifier:
+    """Rebuild a classifier from its model file; nothing is hard-coded at load time."""
+    data = checkpoint.load(path)
+    if data.get("task") != "classify":
+        raise AsrError(f"{path}: a {data.get('task', 'ctc')!r} model, not a classifier")
+    try:
+        config = ClassifierConfig.from_dict(data["model_config"])
+        features = FeatureConfig(**data["feature_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AsrError(f"{path}: bad classifier config ({exc})") from None
+    labels = list(data.get("labels", []))
+    if len(labels) != config.n_classes:
+        raise AsrError(f"{path}: {config.n_classes} classes but {len(labels)} labels")
+    net = Classifier(config)
+    net.load_state_dict(data["model"])
+    device = torch.device(device)
+    return ClipClassifier(net.to(device).eval(), FeatureExtractor(features).to(device).eval(), labels, device)
+
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]]
+
+
+def classify(model: ClipClassifier, audio, top_k: int = 1) -> Prediction:
+    """Classify a file path or a 16 kHz waveform tensor (samples,)."""
+    if not isinstance(audio, torch.Tensor):
+        from asr.audio import load_audio
+
+        audio = load_audio(audio)
+    probs = model.log_probs(audio[None], torch.tensor([audio.numel()]))[0].exp()
+    values, indices = probs.topk(max(1, min(top_k, len(model.labels))))
+    ranked = [(model.labels[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+    return Prediction(ranked[0][0], ranked[0][1], ranked)
+
+
+def format_prediction(prediction: Prediction, source: str, fmt: str) -> str:
+    """One line: ``text`` is ``FILE<TAB>LABEL<TAB>PROB`` (and further label/prob pairs); ``json`` an object."""
+    if fmt == "json":
+        top = [{"label": label, "probability": round(p, 4)} for label, p in prediction.top_k]
+        return json.dumps({"file": source, "label": prediction.label, "probability": round(prediction.probability, 4),
+                           "top_k": top}) + "\n"
+    return source + "".join(f"\t{label}\t{p:.4f}" for label, p in prediction.top_k) + "\n"
+
+
+# --------------------------------------------------------------------------- comparing models
+
+def compare_stage(config: ClassifyConfig, variants: dict[str, tuple[ModelSection, float | None]],
+                  resume: bool = False, progress: bool = True) -> list[dict]:
+    """Train and test several models on the prepared task, one folder each under ``<exp>/compare/``.
+
+    ``variants`` maps a name to (model section, peak learning rate or None for
+    ``train.lr``). Writes ``<exp>/compare/results.md`` (accuracy, parameters,
+    training time) and ``results.json``; a variant whose folder already holds a
+    result is not trained again.
+    """
+    labels, splits, noise = read_task(config.exp)
+    root = config.exp / "compare"
+    rows = []
+    for name, (section, lr) in variants.items():
+        sub = replace(config, exp_dir=str(root / name), model=section,
+                      train=replace(config.train, lr=lr) if lr else config.train)
+        result_path = sub.exp / "result.json"
+        if result_path.exists() and not resume:
+            rows.append(json.loads(result_path.read_text()))
+            print(f"{name}: already done ({100 * rows[-1]['test_accuracy']:.2f}%); delete {result_path} to redo")
+            continue
+        print(f"=== {name}")
+        write_task(sub.exp, labels, splits, noise)
+        summary = train_classifier(sub, labels, splits, noise, sub.exp, resume=resume, progress=progress)
+        report = evaluate_stage(sub, progress=progress, sets=("test",))["test"]
+        row = {"name": name, "kind": section.kind, "init_from": section.init_from, "lr": sub.train.lr,
+               "parameters": summary["parameters"], "steps": summary["steps"], "best_step": summary["best_step"],
+               "train_seconds": summary["train_seconds"], "dev_accuracy": summary["dev_accuracy"],
+               "test_accuracy": report.accuracy}
+        _write_json(row, result_path)
+        rows.append(row)
+    head = "| model | parameters | steps (best) | training time | dev accuracy | test accuracy |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        dev = "-" if r["dev_accuracy"] is None else f"{100 * r['dev_accuracy']:.2f}%"
+        lines.append(f"| {r['name']} | {r['parameters']:,} | {r['steps']} ({r['best_step']}) | "
+                     f"{r['train_seconds'] / 60:.1f} min | {dev} | {100 * r['test_accuracy']:.2f}% |")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "results.md").write_text("\n".join(lines) + "\n")
+    _write_json(rows, root / "results.json")
+    print("\n".join(lines))
+    return rows

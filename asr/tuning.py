@@ -1,0 +1,96 @@
+"""Tuning beam search on a dev set: the LM weight ``alpha`` and the word bonus ``beta``.
+
+The acoustic model runs once over the dev set; its log-probs are kept and
+decoded again for every (alpha, beta) of the grid, in the decoder's worker
+pool. ``store_decoding`` writes the chosen options into a model file
+(atomically), where ``asr transcribe`` and the recipes' ``evaluate`` stages
+find them as defaults (``model.extra["decoding"]``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from asr import checkpoint
+from asr.decoding import DecodingOptions, make_decoder
+from asr.errors import AsrError
+from asr.inference import Recognizer, iter_log_probs
+from asr.scoring import Scores, score
+
+# what a tuned model file keeps: enough to rebuild the decoder, nothing machine-specific
+STORED_KEYS = ("decoder", "beam_width", "lm_path", "unigrams_path", "alpha", "beta")
+
+
+@dataclass
+class GridPoint:
+    alpha: float
+    beta: float
+    scores: Scores
+
+
+@dataclass
+class TuneResult:
+    best: DecodingOptions
+    grid: list[GridPoint]
+    seconds: float
+
+    def table(self) -> str:
+        """The grid as text, best point marked."""
+        lines = [f"{'alpha':>6} {'beta':>6} {'WER %':>7} {'CER %':>7}"]
+        for g in self.grid:
+            mark = "  <- best" if (g.alpha, g.beta) == (self.best.alpha, self.best.beta) else ""
+            lines.append(f"{g.alpha:>6.2f} {g.beta:>6.2f} {100 * g.scores.wer.rate:>7.2f} "
+                         f"{100 * g.scores.cer.rate:>7.2f}{mark}")
+        return "\n".join(lines)
+
+
+def grid_search(model: Recognizer, entries: list[dict], options: DecodingOptions, alphas, betas,
+                max_frames: int = 20000, progress: bool = False) -> TuneResult:
+    """Beam-search ``entries`` at every (alpha, beta); the best by WER, then CER, then grid order.
+
+    ``options`` gives everything else (LM, beam width, worker processes); the
+    returned ``best`` is ``options`` with the chosen alpha and beta.
+    """
+    if not entries:
+        raise AsrError("no dev utterances to tune on")
+    if not options.lm_path:
+        raise AsrError("tuning alpha and beta needs a language model (lm_path)")
+    alphas, betas = [float(a) for a in alphas], [float(b) for b in betas]
+    if not alphas or not betas:
+        raise AsrError("give at least one alpha and one beta to try")
+    started = time.perf_counter()
+    cached = list(iter_log_probs(model, entries, max_frames, progress))  # the acoustic model runs once
+    refs = {e["id"]: e["text"] for e in entries}
+    points = [(a, b) for a in alphas for b in betas]
+    if progress:
+        from tqdm import tqdm
+
+        points = tqdm(points, desc="alpha/beta grid", unit="point", leave=False)
+    grid = []
+    with make_decoder(replace(options, decoder="beam"), model.tokenizer, model.frame_shift) as decoder:
+        for alpha, beta in points:
+            decoder.set_weights(alpha, beta)
+            hyps = {}
+            for indices, log_probs, lengths in cached:
+                for i, hyp in zip(indices, decoder.decode(log_probs, lengths)):
+                    hyps[entries[i]["id"]] = hyp.text
+            grid.append(GridPoint(alpha, beta, score(refs, hyps)))
+    best = min(grid, key=lambda g: (g.scores.wer.errors, g.scores.cer.errors))  # min keeps the first of ties
+    return TuneResult(replace(options, decoder="beam", alpha=best.alpha, beta=best.beta), grid,
+                      time.perf_counter() - started)
+
+
+def stored_options(options: DecodingOptions) -> dict:
+    """The part of ``options`` a model file keeps (``DecodingOptions.from_dict`` reads it back)."""
+    data = options.to_dict()
+    return {k: data[k] for k in STORED_KEYS}
+
+
+def store_decoding(model_path, options: DecodingOptions) -> Path:
+    """Rewrite the model file (atomically) with ``options`` as its decoding defaults."""
+    data = checkpoint.load(model_path)
+    data.pop("format", None)
+    data["extra"] = {**(data.get("extra") or {}), "decoding": stored_options(options)}
+    return checkpoint.save_atomic(data, model_path)

@@ -1,0 +1,401 @@
+"""Clip classification: corpus readers, the 12-class task, augmentation, models, reports, ``asr classify``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr import checkpoint, cli
+from asr.classify import (AugmentConfig, Report, WaveformAugment, change_speed, classify, format_prediction,
+                          load_classifier, mix_at_snr, snr_db)
+from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationDataset, background_noise_files,
+                      load_entry_audio, read_esc50, read_fsdd, read_label_folders, split_by_lists,
+                      to_twelve_classes, which_set)
+from asr.errors import AsrError
+from asr.features import FeatureConfig, FeatureExtractor
+from asr.model import (CLASSIFIER_KINDS, Classifier, ClassifierConfig, CTCModel, PoolingHead, build_model,
+                       config_from_checkpoint, count_parameters, load_encoder_weights, named_config)
+
+
+def write_wav(path: Path, seconds: float = 1.0, rate: int = 16000, freq: float = 440.0, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).standard_normal(len(t))
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * noise).astype(np.float32), rate)
+    return path
+
+
+def speech_commands_tree(root: Path, words=("yes", "no", "cat", "tree"), speakers=("0a1b2c3d", "1b2c3d4e", "2c3d4e5f"),
+                         lists: bool = True) -> Path:
+    """A Speech Commands-layout corpus: <word>/<speaker>_nohash_<n>.wav, noise, split lists."""
+    for w, word in enumerate(words):
+        for s, speaker in enumerate(speakers):
+            for n in range(2):
+                write_wav(root / word / f"{speaker}_nohash_{n}.wav", 1.0 if n == 0 else 0.8, freq=200 + 50 * w,
+                          seed=s)
+    write_wav(root / "_background_noise_" / "white_noise.wav", 3.0, freq=60)
+    write_wav(root / "_background_noise_" / "hum.wav", 2.0, freq=50)
+    if lists:
+        (root / "validation_list.txt").write_text("".join(f"{w}/{speakers[1]}_nohash_{n}.wav\n"
+                                                          for w in words for n in range(2)))
+        (root / "testing_list.txt").write_text("".join(f"{w}/{speakers[2]}_nohash_{n}.wav\n"
+                                                       for w in words for n in range(2)))
+    return root
+
+
+# --------------------------------------------------------------------------- readers
+
+def test_folder_per_label_reader_with_split_lists_and_noise(tmp_path):
+    root = speech_commands_tree(tmp_path / "sc")
+    (root / ".hidden").mkdir()
+    entries = read_label_folders(root)
+    assert len(entries) == 4 * 3 * 2
+    assert {e["label"] for e in entries} == {"yes", "no", "cat", "tree"}
+    first = entries[0]
+    assert first["id"] == "cat/0a1b2c3d_nohash_0.wav" and first["speaker"] == "0a1b2c3d"
+    assert first["duration"] == pytest.approx(1.0) and Path(first["audio_filepath"]).is_file()
+    assert [Path(p).name for p in background_noise_files(root)] == ["hum.wav", "white_noise.wav"]
+
+    splits = split_by_lists(entries, root)
+    assert {e["speaker"] for e in splits["training"]} == {"0a1b2c3d"}
+    assert {e["speaker"] for e in splits["validation"]} == {"1b2c3d4e"}
+    assert {e["speaker"] for e in splits["testing"]} == {"2c3d4e5f"}
+    assert sum(len(v) for v in splits.values()) == len(entries)
+
+
+def test_folder_reader_without_lists_splits_by_speaker_hash(tmp_path):
+    root = speech_commands_tree(tmp_path / "sc", speakers=[f"{i:08x}" for i in range(30)], words=("go",),
+                                lists=False)
+    splits = split_by_lists(read_label_folders(root), root)
+    for name, entries in splits.items():
+        for e in entries:
+            assert which_set(e["id"]) == name
+    speakers = [{e["speaker"] for e in v} for v in splits.values()]
+    assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2]) and not (speakers[1] & speakers[2])
+    assert which_set("x/abc_nohash_0.wav") == which_set("y/abc_nohash_7.wav")
+    (root / "testing_list.txt").write_text("")
+    with pytest.raises(AsrError, match="not the other"):
+        split_by_lists([], root)
+
+
+def test_folder_reader_errors(tmp_path):
+    with pytest.raises(AsrError, match="not a folder"):
+        read_label_folders(tmp_path / "missing")
+    (tmp_path / "_background_noise_").mkdir()
+    with pytest.raises(AsrError, match="no <label>"):
+        read_label_folders(tmp_path)
+
+
+def test_twelve_class_mapping(tmp_path):
+    words = ("yes", "no", "cat", "tree", "bed")
+    root = speech_commands_tree(tmp_path / "sc", words=words, speakers=[f"{i:08x}" for i in range(10)], lists=False)
+    entries = read_label_folders(root)
+    noise = background_noise_files(root)
+    mapped = to_twelve_classes(entries, noise, unknown_share=0.5, silence_share=0.25, seed=1)
+    known = [e for e in mapped if e["label"] in ("yes", "no")]
+    unknown = [e for e in mapped if e["label"] == UNKNOWN]
+    silence = [e for e in mapped if e["label"] == SILENCE]
+    assert len(known) == 40 and len(unknown) == 20 and len(silence) == 10
+    assert {Path(e["audio_filepath"]).parent.name for e in unknown} <= {"cat", "tree", "bed"}
+    assert set(e["label"] for e in mapped) <= set(KWS12_LABELS)
+    assert mapped == to_twelve_classes(entries, noise, unknown_share=0.5, silence_share=0.25, seed=1)
+    for e in silence:
+        audio = load_entry_audio(e)
+        assert audio.shape == (16000,)
+        assert e["offset"] + e["duration"] <= 3.0 + 1e-6
+        whole, _ = sf.read(e["audio_filepath"], dtype="float32")
+        start = int(e["offset"] * 16000)
+        assert torch.allclose(audio, torch.from_numpy(whole[start:start + 16000]) * e["gain"])
+    with pytest.raises(AsrError, match="background noise"):
+        to_twelve_classes(entries, [], silence_share=0.1)
+
+
+def test_esc50_reader(tmp_path):
+    root = tmp_path / "ESC-50-master"
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for i, (fold, target, category) in enumerate([(1, 0, "dog"), (2, 0, "dog"), (1, 19, "thunderstorm")]):
+        name = f"{fold}-{100 + i}-A-{target}.wav"
+        write_wav(root / "audio" / name, 0.5, rate=44100)
+        rows.append(f"{name},{fold},{target},{category},{target == 0},{100 + i},A")
+    (root / "meta").mkdir()
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    entries = read_esc50(root)
+    assert [(e["fold"], e["label"], e["target"], e["esc10"]) for e in entries] == [
+        (1, "dog", 0, True), (2, "dog", 0, True), (1, "thunderstorm", 19, False)]
+    assert entries[0]["duration"] == pytest.approx(0.5) and entries[0]["id"] == "1-100-A-0"
+    (root / "audio" / "1-100-A-0.wav").unlink()
+    with pytest.raises(AsrError, match="missing"):
+        read_esc50(root)
+    with pytest.raises(AsrError, match="not an ESC-50 folder"):
+        read_esc50(tmp_path)
+
+
+def test_fsdd_reader(tmp_path):
+    for name in ("7_george_12", "0_yweweler_3"):
+        write_wav(tmp_path / f"{name}.wav", 0.4, rate=8000)
+    entries = read_fsdd(tmp_path)
+    assert [(e["label"], e["speaker"], e["index"]) for e in entries] == [("zero", "yweweler", 3),
+                                                                       ("seven", "george", 12)]
+    assert entries[0]["duration"] == pytest.approx(0.4)
+    write_wav(tmp_path / "seven_george.wav", 0.1, rate=8000)
+    with pytest.raises(AsrError, match="not an FSDD file name"):
+        read_fsdd(tmp_path)
+
+
+def test_fsdd_reader_on_the_real_recordings(shared_data):
+    entries = read_fsdd(shared_data / "fsdd" / "recordings")
+    assert len(entries) == 2500
+    assert sorted({e["speaker"] for e in entries}) == ["george", "jackson", "nicolas", "theo", "yweweler"]
+    assert {e["label"] for e in entries} == set(DIGITS)
+    audio = load_entry_audio(entries[0])  # 8 kHz on disk, 16 kHz in memory
+    assert audio.numel() == pytest.approx(entries[0]["duration"] * 16000, abs=2)
+
+
+def test_classification_dataset(tmp_path):
+    root = speech_commands_tree(tmp_path / "sc", words=("yes", "no"))
+    entries = read_label_folders(root)
+    dataset = ClassificationDataset(entries, ["no", "yes"], transform=lambda a: a * 0, cache_audio=True)
+    audio, target = dataset[0]
+    assert target.tolist() == [0] and audio.abs().sum() == 0 and len(dataset.cache) == 1
+    assert dataset.durations[0] == pytest.approx(1.0)
+    with pytest.raises(AsrError, match="not in the label set"):
+        ClassificationDataset(entries, ["yes"])
+
+
+# --------------------------------------------------------------------------- augmentation
+
+@pytest.mark.parametrize("target", [-5.0, 0.0, 10.0, 20.0])
+def test_noise_mixing_hits_the_snr(target):
+    g = torch.Generator().manual_seed(0)
+    speech = torch.sin(torch.arange(16000) / 16000 * 2 * torch.pi * 300) * 0.2
+    noise = torch.randn(16000, generator=g) * 0.7
+    mixed = mix_at_snr(speech, noise, target)
+    assert snr_db(speech, mixed - speech) == pytest.approx(target, abs=1e-3)
+    assert torch.equal(mix_at_snr(torch.zeros(100), noise[:100], 0.0), torch.zeros(100))
+
+
+def test_waveform_augment_shift_speed_noise():
+    audio = torch.randn(16000) * 0.1
+    assert change_speed(audio, 160).shape == (16000,)
+    assert change_speed(audio, 176).numel() == 17600  # 160/176: slower, longer
+    assert change_speed(audio, 144).numel() == 14400
+
+    shift_only = WaveformAugment(AugmentConfig(time_shift=0.1, speed_prob=0.0, noise_prob=0.0))
+    torch.manual_seed(3)
+    shifted = shift_only(audio)
+    assert shifted.shape == audio.shape and not torch.equal(shifted, audio)
+    lag = int(torch.argmax(torch.stack([torch.dot(torch.roll(audio, k), shifted) for k in range(-1600, 1601)]))) - 1600
+    assert lag != 0 and torch.allclose(shifted[1600:-1600], torch.roll(audio, lag)[1600:-1600])
+
+    noisy = WaveformAugment(AugmentConfig(time_shift=0.0, speed_prob=0.0, noise_prob=1.0, snr_range=(5.0, 5.0),
+                                          synthetic_noise=True))
+    out = noisy(audio)
+    assert snr_db(audio, out - audio) == pytest.approx(5.0, abs=1e-3)
+    torch.manual_seed(1)
+    a = noisy(audio)
+    torch.manual_seed(1)
+    assert torch.equal(a, noisy(audio))  # the draws come from torch's generator, which checkpoints save
+    assert torch.equal(WaveformAugment(AugmentConfig(noise_prob=1.0, speed_prob=0.0, time_shift=0.0))(audio), audio)
+
+
+# --------------------------------------------------------------------------- features and models
+
+def test_feature_kinds():
+    audio, lengths = torch.randn(2, 16000), torch.tensor([16000, 8000])
+    logmel = FeatureConfig(n_mels=40)
+    assert (logmel.kind, logmel.feature_dim) == ("logmel", 40)
+    feats, frames = FeatureExtractor(FeatureConfig(kind="complex", n_fft=256, win_length=256))(audio, lengths)
+    assert feats.shape == (2, 2 * 129, 101) and frames.tolist() == [101, 51]
+    assert FeatureConfig(kind="complex", n_fft=256).feature_dim == 258
+    assert feats[1, :, 51:].abs().sum() == 0
+    assert feats[0].pow(2).mean() == pytest.approx(1.0, rel=1e-3)
+    wave, n = FeatureExtractor(FeatureConfig(kind="waveform"))(audio, lengths)
+    assert wave.shape == (2, 1, 8000) and n.tolist() == [8000, 4000]
+    assert wave[1, 0, :4000].mean().abs() < 1e-5 and wave[1, 0, :4000].pow(2).mean() == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(ValueError, match="unknown feature kind"):
+        FeatureExtractor(FeatureConfig(kind="mfcc"))
+
+
+def tiny_encoder(**kw):
+    sizes = dict(n_mels=16, cnn_channels=4, n_res_blocks=1, rnn_dim=8, n_rnn_layers=2, classifier_dim=8, dropout=0.0)
+    return named_config("small", **{**sizes, **kw})
+
+
+def tiny_classifier(kind: str, pooling: str = "mean", n_classes: int = 5) -> ClassifierConfig:
+    n_feats = {"encoder": 16, "cnn2d": 16, "complex_cnn": 2 * 33, "m5": 1}[kind]
+    channels = {"encoder": (), "cnn2d": (4, 8), "complex_cnn": (4, 8), "m5": (8, 8, 8, 8)}[kind]
+    return ClassifierConfig(kind=kind, n_classes=n_classes, pooling=pooling, n_feats=n_feats, channels=channels,
+                            dropout=0.0, encoder=tiny_encoder() if kind == "encoder" else None)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+@pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
+def test_classifier_forward_and_padding(kind, pooling):
+    torch.manual_seed(0)
+    config = tiny_classifier(kind, pooling)
+    model = build_model(config).eval()
+    assert isinstance(model, Classifier)
+    long, short = (3000, 1500) if kind == "m5" else (40, 23)
+    a, b = torch.randn(1, config.n_feats, long), torch.randn(1, config.n_feats, short)
+    batch = torch.zeros(2, config.n_feats, long)
+    batch[0], batch[1, :, :short] = a[0], b[0]
+    log_probs = model(batch, torch.tensor([long, short]))
+    assert log_probs.shape == (2, 5)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(log_probs[1], model(b, torch.tensor([short]))[0], atol=1e-5)
+    assert torch.allclose(log_probs[0], model(a, torch.tensor([long]))[0], atol=1e-5)
+    tiny = model(torch.randn(1, config.n_feats, 3), torch.tensor([3]))  # shorter than the poolings
+    assert tiny.shape == (1, 5) and torch.isfinite(tiny).all()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_pooling_head_ignores_padded_frames(pooling):
+    torch.manual_seed(0)
+    head = PoolingHead(6, 3, pooling, dropout=0.0)
+    x = torch.randn(2, 10, 6)
+    lengths = torch.tensor([10, 4])
+    weights = head.weights(x, lengths)
+    assert torch.allclose(weights.sum(-1), torch.ones(2)) and weights[1, 4:].abs().sum() == 0
+    if pooling == "mean":
+        assert torch.allclose(weights[1, :4], torch.full((4,), 0.25))
+    garbage = x.clone()
+    garbage[1, 4:] = 1e6
+    assert torch.allclose(head(x, lengths), head(garbage, lengths))
+
+
+def test_classifier_config_validation_and_round_trip():
+    config = named_config("kws-encoder")
+    data = {"task": "classify", "model_config": asdict(config)}
+    again = config_from_checkpoint(data)
+    assert again == config and again.encoder == named_config("small")
+    assert count_parameters(build_model(named_config("kws-m5"))) == 559_116  # M5 as published: about 0.5 M
+    for bad, match in [({"kind": "rnn"}, "unknown classifier kind"), ({"pooling": "max"}, "unknown pooling"),
+                       ({"kind": "encoder"}, "needs an encoder"), ({"kind": "m5", "n_feats": 80}, "waveforms"),
+                       ({"kind": "encoder", "n_feats": 40, "encoder": named_config("small")}, "80 mels")]:
+        with pytest.raises(ValueError, match=match):
+            ClassifierConfig(**bad)
+    with pytest.raises(ValueError, match="unknown classifier config keys"):
+        ClassifierConfig.from_dict({"kind": "m5", "n_feats": 1, "layers": 3})
+
+
+def save_ctc(path: Path, config) -> CTCModel:
+    model = CTCModel(config)
+    checkpoint.save_atomic({"task": "ctc", "model_config": asdict(config), "model": model.state_dict(),
+                            "tokenizer": {"kind": "char"}}, path)
+    return model
+
+
+def test_encoder_weights_from_a_ctc_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    ctc = save_ctc(tmp_path / "asr.pt", tiny_encoder(n_classes=29))
+    classifier = Classifier(tiny_classifier("encoder"))
+    head_before = {k: v.clone() for k, v in classifier.head.state_dict().items()}
+    assert load_encoder_weights(classifier, tmp_path / "asr.pt") == len(ctc.encoder.state_dict())
+    for name, weight in ctc.encoder.state_dict().items():
+        assert torch.equal(classifier.encoder.state_dict()[name], weight), name
+    assert all(torch.equal(v, head_before[k]) for k, v in classifier.head.state_dict().items())
+
+    save_ctc(tmp_path / "other.pt", tiny_encoder(rnn_dim=12))
+    fit = r"does not fit.*proj.weight is \(12, 32\) there, \(8, 32\) here.*rnn_dim=12"
+    with pytest.raises(AsrError, match=fit) as excinfo:
+        load_encoder_weights(Classifier(tiny_classifier("encoder")), tmp_path / "other.pt")
+    assert "\n" not in str(excinfo.value)
+    with pytest.raises(AsrError, match="no ASR encoder"):
+        load_encoder_weights(Classifier(tiny_classifier("cnn2d")), tmp_path / "asr.pt")
+    with pytest.raises(AsrError, match="not a readable|no such model file"):
+        load_encoder_weights(classifier, tmp_path / "missing.pt")
+
+
+# --------------------------------------------------------------------------- reports
+
+def test_report_counts_pairs_and_plot(tmp_path):
+    labels = ["three", "tree", "two"]
+    refs = [0, 0, 0, 1, 1, 1, 1, 2]
+    hyps = [0, 0, 1, 0, 0, 1, 1, 2]
+    report = Report.from_predictions(labels, refs, hyps)
+    assert report.confusion.tolist() == [[2, 1, 0], [2, 2, 0], [0, 0, 1]]
+    assert report.accuracy == pytest.approx(5 / 8)
+    assert report.confused_pairs()[0] == ("tree", "three", 2, 0.5)
+    text = report.text("test")
+    assert text.startswith("test: accuracy 62.50% (5 / 8 clips)")
+    assert "tree -> three: 2 (50.0% of tree)" in text and "three -> tree: 1 (33.3% of three)" in text
+    rows = {r["label"]: r for r in report.per_class()}
+    assert rows["tree"]["recall"] == 0.5 and rows["three"]["precision"] == pytest.approx(0.5)
+    from asr.classify import write_report
+
+    out = write_report(report, tmp_path / "res", "test")
+    png = out / "confusion.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "metrics.json").read_text())["confusion"] == report.confusion.tolist()
+
+
+# --------------------------------------------------------------------------- asr classify
+
+def save_classifier(path: Path, labels=("yes", "no", "up")) -> Path:
+    torch.manual_seed(0)
+    config = ClassifierConfig(kind="cnn2d", n_classes=len(labels), n_feats=16, channels=(4, 8), dropout=0.0)
+    model = Classifier(config)
+    checkpoint.save_atomic({"task": "classify", "labels": list(labels), "model_config": asdict(config),
+                            "feature_config": asdict(FeatureConfig(n_mels=16)), "model": model.state_dict()}, path)
+    return path
+
+
+def test_classify_library_call(tmp_path):
+    model = load_classifier(save_classifier(tmp_path / "m.pt"))
+    prediction = classify(model, write_wav(tmp_path / "a.wav", 0.5, rate=8000), top_k=5)
+    assert [label for label, _ in prediction.top_k] and len(prediction.top_k) == 3
+    assert prediction.label == prediction.top_k[0][0] and prediction.probability == prediction.top_k[0][1]
+    assert sum(p for _, p in prediction.top_k) == pytest.approx(1.0, abs=1e-4)
+    probs = [p for _, p in prediction.top_k]
+    assert probs == sorted(probs, reverse=True)
+    assert format_prediction(prediction, "a.wav", "text").count("\t") == 6
+
+
+def test_cli_classify_formats(tmp_path, capsys):
+    model = save_classifier(tmp_path / "m.pt")
+    a, b = write_wav(tmp_path / "a.wav", 0.7), write_wav(tmp_path / "b.flac", 0.3, rate=8000, freq=900)
+    assert cli.main(["classify", str(a), str(b), "--model", str(model)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    file, label, prob = lines[0].split("\t")
+    assert file == str(a) and label in ("yes", "no", "up") and 0 < float(prob) <= 1
+
+    assert cli.main(["classify", str(a), str(b), "--model", str(model), "--format", "json", "--top-k", "2"]) == 0
+    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["file"] for o in objects] == [str(a), str(b)]
+    for o in objects:
+        assert set(o) == {"file", "label", "probability", "top_k"} and len(o["top_k"]) == 2
+        assert o["top_k"][0] == {"label": o["label"], "probability": o["probability"]}
+
+    assert cli.main(["classify", str(a), "--model", str(model), "--top-k", "3"]) == 0
+    assert capsys.readouterr().out.count("\t") == 6
+
+
+def test_cli_classify_bad_files(tmp_path, capsys):
+    model = save_classifier(tmp_path / "m.pt")
+    good = write_wav(tmp_path / "good.wav", 0.5)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_text("not audio at all")
+    bad = [tmp_path / "missing.wav", tmp_path / "empty.wav", tmp_path / "junk.wav", tmp_path]
+    assert cli.main(["classify", *map(str, bad), str(good), "--model", str(model)]) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.splitlines()
+    assert len(errors) == len(bad) and all(line.startswith("asr: error: ") for line in errors)
+    assert "Traceback" not in captured.err
+    assert captured.out.startswith(str(good))  # the good file is still classified
+
+    ctc = tmp_path / "asr.pt"
+    save_ctc(ctc, tiny_encoder())
+    for model_arg, match in [(ctc, "not a classifier"), (tmp_path / "nope.pt", "no such model file"),
+                             (tmp_path / "junk.wav", "not a readable asr checkpoint")]:
+        assert cli.main(["classify", str(good), "--model", str(model_arg)]) == 1
+        err = capsys.readouterr().err
+        assert match in err and err.count("\n") == 1 and "Traceback" not in err
+    assert cli.main(["classify", str(good), "--model", str(model), "--top-k", "0"]) == 1
+    assert "--top-k" in capsys.readouterr().err

@@ -1,0 +1,321 @@
+"""The classification recipes: download and prepare against loopback archives, and tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr import checkpoint, cli
+from asr.classify import make_trainer, read_task
+from asr.data import DIGITS
+from asr.recipes import esc50, fsdd, speech_commands
+from test_download import serve, server, sha256  # noqa: F401  (the Range-capable loopback server fixture)
+
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+
+TINY_TRAINING = """
+[model]
+kind = "cnn2d"
+channels = [4, 8]
+[features]
+n_mels = 16
+[train]
+max_steps = 8
+lr = 3e-3
+max_frames = 1600
+max_batch_size = 8
+log_every = 2
+checkpoint_every = 4
+[early_stopping]
+eval_every = 4
+patience = 3
+[lr_find]
+steps = 6
+min_lr = 1e-4
+max_lr = 1.0
+"""
+
+
+def wav_bytes(seconds: float, rate: int = 16000, freq: float = 300.0, seed: int = 0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    audio = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(seed).standard_normal(len(t))
+    buf = io.BytesIO()
+    sf.write(buf, audio.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def write_config(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+# --------------------------------------------------------------------------- Speech Commands
+
+def speech_commands_archive() -> bytes:
+    """A Speech Commands v0.01-layout tar.gz: files at the top level, as the real archive has them."""
+    words, speakers = ("yes", "no", "marvin", "tree"), ("0a1b2c3d", "1b2c3d4e", "2c3d4e5f")
+    members = {"README.md": b"tiny fixture\n", "_background_noise_/white_noise.wav": wav_bytes(2.0, freq=50),
+               "_background_noise_/README.md": b"noises\n"}
+    for w, word in enumerate(words):
+        for s, speaker in enumerate(speakers):
+            for n in range(2):
+                members[f"{word}/{speaker}_nohash_{n}.wav"] = wav_bytes(1.0, freq=200 + 80 * w, seed=s)
+    members["validation_list.txt"] = "".join(f"{w}/{speakers[1]}_nohash_0.wav\n" for w in words).encode()
+    members["testing_list.txt"] = "".join(f"{w}/{speakers[2]}_nohash_{n}.wav\n" for w in words
+                                          for n in range(2)).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_speech_commands_download_and_prepare(server, tmp_path, capsys):  # noqa: F811
+    data = speech_commands_archive()
+    serve(server, "mirror/speech_commands_v0.01.tar.gz", data)
+    exp = tmp_path / "exp"
+    base = f"""exp_dir = "{exp}"
+[data]
+version = "v0.01"
+task = "12"
+unknown_share = 0.5
+silence_share = 0.5
+[download]
+mirror = "{server.base_url}/mirror"
+"""
+    config = write_config(tmp_path / "sc.toml", base)
+    # the built-in digest is the real corpus's, which the fixture does not match
+    assert speech_commands.main(["download", "--config", config, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "checksum mismatch for speech_commands_v0.01.tar.gz" in err and err.count("\n") == 1
+
+    (tmp_path / "SHA256SUMS").write_text(f"{sha256(data)}  speech_commands_v0.01.tar.gz\n")
+    config = write_config(tmp_path / "sc.toml", base + f'checksums = "{tmp_path / "SHA256SUMS"}"\n')
+    assert speech_commands.main(["download", "--config", config, "--no-progress"]) == 0
+    corpus = exp / "data" / "speech_commands_v0.01"
+    assert (corpus / "yes" / "0a1b2c3d_nohash_0.wav").is_file() and (corpus / "testing_list.txt").is_file()
+    assert speech_commands.main(["download", "--config", config, "--no-progress"]) == 0  # done: no request
+    assert "already in" in capsys.readouterr().out
+    assert len(server.requests) == 2
+
+    assert speech_commands.main(["prepare", "--config", config]) == 0
+    task = json.loads((exp / "task.json").read_text())
+    assert task["labels"] == ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
+                              "_unknown_", "_silence_"]
+    assert [Path(p).name for p in task["noise_files"]] == ["white_noise.wav"]
+    manifests = {split: [json.loads(line) for line in (exp / "manifests" / f"{split}.jsonl").open()]
+                 for split in ("train", "dev", "test")}
+    counts = {split: {label: sum(e["label"] == label for e in entries) for label in ("yes", "no", "_unknown_",
+                                                                                    "_silence_")}
+              for split, entries in manifests.items()}
+    # train: speaker 0 (2 clips per word) + speaker 1's second clips; dev: speaker 1's first clips; test: speaker 2
+    assert counts["train"] == {"yes": 3, "no": 3, "_unknown_": 3, "_silence_": 3}
+    assert counts["dev"] == {"yes": 1, "no": 1, "_unknown_": 1, "_silence_": 1}
+    assert counts["test"] == {"yes": 2, "no": 2, "_unknown_": 2, "_silence_": 2}
+    assert {e["speaker"] for e in manifests["test"] if e["label"] != "_silence_"} == {"2c3d4e5f"}
+    unknown_sources = {Path(e["audio_filepath"]).parent.name for m in manifests.values() for e in m
+                       if e["label"] == "_unknown_"}
+    assert unknown_sources <= {"marvin", "tree"}
+
+    all_words = write_config(tmp_path / "all.toml", base.replace('task = "12"', 'task = "all"'))
+    assert speech_commands.main(["prepare", "--config", all_words]) == 0
+    assert json.loads((exp / "task.json").read_text())["labels"] == ["marvin", "no", "tree", "yes"]
+
+
+# --------------------------------------------------------------------------- ESC-50
+
+def esc50_archive() -> bytes:
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for fold in range(1, 6):
+            for target, category in ((0, "dog"), (10, "rain")):
+                for take in "AB":
+                    src = 1000 * fold + target
+                    name = f"{fold}-{src}-{take}-{target}.wav"
+                    zf.writestr(f"ESC-50-master/audio/{name}", wav_bytes(0.3, rate=44100, freq=200 + 40 * target))
+                    rows.append(f"{name},{fold},{target},{category},True,{src},{take}")
+        zf.writestr("ESC-50-master/meta/esc50.csv", "\n".join(rows) + "\n")
+        zf.writestr("ESC-50-master/README.md", "tiny fixture\n")
+    return buf.getvalue()
+
+
+def test_esc50_download_and_prepare_folds(server, tmp_path):  # noqa: F811
+    data = esc50_archive()
+    serve(server, "m/master.zip", data)
+    exp = tmp_path / "exp"
+    config = write_config(tmp_path / "esc.toml", f"""exp_dir = "{exp}"
+[data]
+dev_share = 0.25
+[download]
+mirror = "{server.base_url}/m"
+checksums = "{tmp_path / 'sums'}"
+""")
+    (tmp_path / "sums").write_text(f"{sha256(data)}  master.zip\n")
+    assert esc50.main(["download", "--config", config, "--no-progress"]) == 0
+    assert (exp / "data" / "ESC-50-master" / "meta" / "esc50.csv").is_file()
+    assert esc50.main(["prepare", "--config", config]) == 0
+    for k in range(1, 6):
+        folder = exp / f"fold{k}"
+        assert json.loads((folder / "task.json").read_text())["labels"] == ["dog", "rain"]
+        splits = {s: [json.loads(line) for line in (folder / "manifests" / f"{s}.jsonl").open()]
+                  for s in ("train", "dev", "test")}
+        assert {e["fold"] for e in splits["test"]} == {k} and len(splits["test"]) == 4
+        assert k not in {e["fold"] for e in splits["train"] + splits["dev"]}
+        assert len(splits["train"]) + len(splits["dev"]) == 16 and len(splits["dev"]) == 4
+        assert not {e["speaker"] for e in splits["dev"]} & {e["speaker"] for e in splits["train"]}
+
+
+def test_esc50_bad_fold(tmp_path, capsys):
+    config = write_config(tmp_path / "esc.toml", f'exp_dir = "{tmp_path}"\n[data]\nfolds = [6]\n')
+    assert esc50.main(["train", "--config", config]) == 1
+    assert "data.folds" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- FSDD
+
+def fake_fsdd(root: Path, speakers=("ann", "bob", "cat", "dan"), per_digit: int = 2) -> Path:
+    root.mkdir(parents=True)
+    for s, speaker in enumerate(speakers):
+        for digit in range(3):
+            for i in range(per_digit):
+                (root / f"{digit}_{speaker}_{i}.wav").write_bytes(
+                    wav_bytes(0.3 + 0.05 * i, rate=8000, freq=250 + 200 * digit + 10 * s, seed=i))
+    return root
+
+
+def fsdd_config(tmp_path: Path, recordings: Path, exp: Path, extra: str = "") -> str:
+    return write_config(tmp_path / "fsdd.toml", f"""exp_dir = "{exp}"
+{TINY_TRAINING}
+[data]
+recordings = "{recordings}"
+test_speaker = "ann"
+dev_speaker = "bob"
+[augment]
+synthetic_noise = true
+{extra}""")
+
+
+def test_fsdd_prepare_is_speaker_independent(tmp_path, capsys):
+    recordings = fake_fsdd(tmp_path / "rec")
+    config = fsdd_config(tmp_path, recordings, tmp_path / "exp")
+    assert fsdd.main(["prepare", "--config", config]) == 0
+    splits = {s: [json.loads(line) for line in (tmp_path / "exp" / "manifests" / f"{s}.jsonl").open()]
+              for s in ("train", "dev", "test")}
+    assert {e["speaker"] for e in splits["test"]} == {"ann"} and {e["speaker"] for e in splits["dev"]} == {"bob"}
+    assert {e["speaker"] for e in splits["train"]} == {"cat", "dan"}
+    bad = Path(config).read_text().replace('test_speaker = "ann"', 'test_speaker = "zed"')
+    assert fsdd.main(["prepare", "--config", write_config(tmp_path / "bad.toml", bad)]) == 1
+    assert "speaker 'zed' is not in" in capsys.readouterr().err
+
+
+def test_fsdd_prepare_on_the_real_recordings(shared_data, tmp_path):
+    config = write_config(tmp_path / "c.toml", f'exp_dir = "{tmp_path}"\n[data]\ntest_speaker = "theo"\n'
+                                               f'dev_speaker = "george"\nrecordings = "{shared_data}/fsdd/recordings"\n')
+    assert fsdd.main(["prepare", "--config", config]) == 0
+    counts = {s: len((tmp_path / "manifests" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "dev", "test")}
+    assert counts == {"train": 1500, "dev": 500, "test": 500}
+
+
+def test_fsdd_train_resume_is_exact_and_evaluate_writes_reports(tmp_path):
+    """Training with augmentation and early-stopping checks, stopped half way and resumed,
+    ends with the same weights as one straight run."""
+    torch.set_num_threads(1)
+    recordings = fake_fsdd(tmp_path / "rec")
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    config = fsdd_config(tmp_path, recordings, straight)
+    assert fsdd.main(["prepare", "--config", config]) == 0
+    assert fsdd.main(["train", "--config", config, "--no-progress"]) == 0
+
+    config = fsdd_config(tmp_path, recordings, halves)
+    assert fsdd.main(["prepare", "--config", config]) == 0
+    cfg = fsdd.make_config(config, "train")
+    labels, splits, noise = read_task(cfg.exp)
+    trainer = make_trainer(cfg, labels, splits["train"], noise, cfg.exp, verbose=False)
+    trainer.run(stop_after=4, progress=False)  # an interrupted run: 4 of 8 steps
+    fsdd.train(cfg, resume=True, progress=False)
+    a = checkpoint.load(straight / "checkpoints" / "last.pt")
+    b = checkpoint.load(halves / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for name, weight in a["model"].items():
+        assert torch.equal(weight, b["model"][name]), name
+
+    assert fsdd.main(["evaluate", "--config", config, "--no-progress"]) == 0
+    for split in ("dev", "test"):
+        folder = halves / "results" / split
+        assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+        assert (folder / "report.txt").read_text().startswith(f"{split}: accuracy ")
+        assert len((folder / "predictions.tsv").read_text().splitlines()) == 1 + 6
+    state = json.loads((halves / "early_stopping.json").read_text())
+    assert [e["step"] for e in state["evals"]] == [8] and (halves / "model.pt").is_file()
+    assert (halves / "learning_curve.png").is_file() and list((halves / "tensorboard").rglob("events.*"))
+
+
+# --------------------------------------------------------------------------- end to end on synthetic speech
+
+@pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_speech_commands_synthetic_end_to_end(tmp_path, capsys):
+    torch.set_num_threads(1)
+    exp = tmp_path / "exp"
+    config = write_config(tmp_path / "demo.toml", f"""exp_dir = "{exp}"
+{TINY_TRAINING}
+[data]
+version = "synthetic"
+task = "all"
+[synth]
+words = ["yes", "no", "stop"]
+voices = ["espeak-ng:en-us", "espeak-ng:en-us+f4", "espeak-ng:en+m2", "espeak-ng:en-029+Annie"]
+validation_voices = ["espeak-ng:en-029+Annie"]
+testing_voices = ["espeak-ng:en-us+f4"]
+per_voice = 2
+noise_seconds = 2
+[compare]
+kinds = ["cnn2d", "m5"]
+""")
+    for stage in ("synthesize", "prepare", "lr_find", "train", "evaluate"):
+        assert speech_commands.main([stage, "--config", config, "--no-progress"]) == 0, stage
+    out = capsys.readouterr().out
+    assert "suggested peak lr" in out and "test: accuracy" in out
+    assert (exp / "lr_find" / "lr_find.png").is_file()
+    assert json.loads((exp / "task.json").read_text())["labels"] == ["no", "stop", "yes"]
+    assert "most confused" in (exp / "results" / "test" / "report.txt").read_text()
+
+    clip = next((exp / "data" / "speech_commands_synthetic" / "stop").glob("*.wav"))
+    assert cli.main(["classify", str(clip), "--model", str(exp / "model.pt"), "--format", "json",
+                     "--top-k", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["label"] in ("yes", "no", "stop") and len(result["top_k"]) == 3
+
+    assert speech_commands.main(["compare", "--config", config, "--no-progress"]) == 0
+    table = (exp / "compare" / "results.md").read_text()
+    assert "| cnn2d |" in table and "| m5 |" in table
+
+
+@pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_fsdd_tts_digits_join_the_training_set_only(tmp_path, capsys):
+    recordings = fake_fsdd(tmp_path / "rec")
+    exp = tmp_path / "exp"
+    config = fsdd_config(tmp_path, recordings, exp, '[synth]\nper_voice = 1\nvoices = ["espeak-ng:en-us+m3"]\n')
+    assert fsdd.main(["prepare", "--config", config, "--no-progress"]) == 0
+    clips = sorted((exp / "data" / "tts_digits").glob("*.wav"))
+    assert len(clips) == 10 and all(sf.info(str(c)).samplerate == 8000 for c in clips)
+    splits = {s: [json.loads(line) for line in (exp / "manifests" / f"{s}.jsonl").open()]
+              for s in ("train", "dev", "test")}
+    is_tts = lambda e: Path(e["audio_filepath"]).parent.name == "tts_digits"  # noqa: E731
+    tts = [e for e in splits["train"] if is_tts(e)]
+    assert len(tts) == 10 and sorted(e["label"] for e in tts) == sorted(DIGITS)
+    assert not any(is_tts(e) for e in splits["dev"] + splits["test"])
+    changed = Path(config).read_text().replace("per_voice = 1", "per_voice = 2")
+    assert fsdd.main(["prepare", "--config", write_config(tmp_path / "c2.toml", changed)]) == 1
+    assert "other synth settings" in capsys.readouterr().err
