@@ -54,6 +54,7 @@ class ModelSection:
     channels: tuple[int, ...] = ()  # baselines: convolution widths (() = the kind's default)
     dropout: float = 0.1
     init_from: str = ""  # kind "encoder": an ASR model file whose encoder weights start training
+    freeze_encoder: bool = False  # train the pooling head only (with init_from: the ASR encoder as it is)
 
 
 @dataclass
@@ -239,9 +240,11 @@ def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: 
     """The classifier a recipe's ``[model]`` table describes, and the features it reads.
 
     The feature kind follows the model kind (log-mels, complex spectrograms or
-    waveforms); a ``features.kind`` set to something else is an error.
+    waveforms); a ``features.kind`` set to something else is an error. With
+    ``init_from`` the encoder and the log-mel front end are the ASR model's own
+    (its checkpoint carries both configs), so its weights always fit.
     """
-    from asr.model import load_encoder_weights
+    from asr.model import ModelConfig, load_encoder_weights
 
     try:
         kind = FEATURE_KIND_OF[section.kind]
@@ -249,20 +252,36 @@ def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: 
         raise AsrError(f"unknown model kind {section.kind!r}; choose from {', '.join(FEATURE_KIND_OF)}") from None
     if features.kind not in ("logmel", kind):
         raise AsrError(f"model kind {section.kind!r} reads {kind!r} features, but features.kind is {features.kind!r}")
+    if section.init_from and section.kind != "encoder":
+        raise AsrError(f"model.init_from needs model.kind = \"encoder\" (a {section.kind!r} has no ASR encoder)")
     features = replace(features, kind=kind)
+    source = checkpoint.load(section.init_from) if section.init_from else None
     try:
-        encoder = (named_config(section.encoder_name, n_mels=features.n_mels, **section.encoder)
-                   if section.kind == "encoder" else None)
+        if source is not None:
+            if source.get("task", "ctc") != "ctc":
+                raise AsrError(f"{section.init_from}: a {source.get('task')!r} model, not a speech recognition model")
+            asr_features = FeatureConfig(**source["feature_config"])
+            if asr_features != replace(features, kind="logmel") and verbose:
+                print(f"features: those of {section.init_from} (n_mels={asr_features.n_mels}, "
+                      f"hop_length={asr_features.hop_length}), not the recipe's")
+            features = asr_features
+            encoder = replace(ModelConfig.from_dict(source["model_config"]), dropout=section.dropout, **section.encoder)
+        elif section.kind == "encoder":
+            encoder = named_config(section.encoder_name, n_mels=features.n_mels, **section.encoder)
+        else:
+            encoder = None
         config = ClassifierConfig(kind=section.kind, n_classes=n_classes, pooling=section.pooling,
                                   n_feats=features.feature_dim, channels=tuple(section.channels),
                                   dropout=section.dropout, encoder=encoder)
     except (KeyError, TypeError, ValueError) as exc:
         raise AsrError(f"bad model config: {exc}") from None
     model = Classifier(config)
-    if section.init_from:
-        n = load_encoder_weights(model, section.init_from)
+    if source is not None:
+        n = load_encoder_weights(model, source)
         if verbose:
             print(f"encoder initialised from {section.init_from} ({n} tensors)")
+    if section.freeze_encoder:
+        model.encoder.requires_grad_(False)
     return model, features
 
 
@@ -352,7 +371,9 @@ def train_classifier(config: ClassifyConfig, labels: list[str], splits: dict[str
     state = {"best_step": None, "best_accuracy": -1.0, "evals": [], "stopped": False, "seconds": 0.0}
     if resume and state_path.exists() and trainer.checkpoint_path.exists():
         state = json.loads(state_path.read_text())
-    print(f"{config.model.kind} classifier: {count_parameters(trainer.model):,} parameters; "
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    frozen = f" ({trainable:,} trained)" if trainable < count_parameters(trainer.model) else ""
+    print(f"{config.model.kind} classifier: {count_parameters(trainer.model):,} parameters{frozen}; "
           f"{trainer.feature_config.kind} features; " + describe_splits(labels, splits))
     (exp / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
     writer = _dev_writer(exp)

@@ -267,10 +267,10 @@ class ClassifierConfig:
 
 
 NAMED_CONFIGS.update({
-    # Keyword spotting on 80 log-mels (12 classes): the `small` encoder, and the three baselines.
-    "kws-encoder": ClassifierConfig(kind="encoder", pooling="attention", n_feats=80,
-                                   encoder=replace(NAMED_CONFIGS["small"], n_mels=80)),
-    "kws-cnn2d": ClassifierConfig(kind="cnn2d", n_feats=80),
+    # Keyword spotting (12 classes) on the `small` model's log-mels: its encoder, and the three baselines.
+    "kws-encoder": ClassifierConfig(kind="encoder", pooling="attention", n_feats=NAMED_CONFIGS["small"].n_mels,
+                                   encoder=NAMED_CONFIGS["small"]),
+    "kws-cnn2d": ClassifierConfig(kind="cnn2d", n_feats=NAMED_CONFIGS["small"].n_mels),
     "kws-complex": ClassifierConfig(kind="complex_cnn", n_feats=2 * 201),  # n_fft = 400
     "kws-m5": ClassifierConfig(kind="m5", n_feats=1),
 })

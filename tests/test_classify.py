@@ -273,11 +273,11 @@ def test_classifier_config_validation_and_round_trip():
     config = named_config("kws-encoder")
     data = {"task": "classify", "model_config": asdict(config)}
     again = config_from_checkpoint(data)
-    assert again == config and again.encoder == named_config("small")
+    assert again == config and again.encoder == named_config("small") and config.n_feats == config.encoder.n_mels
     assert count_parameters(build_model(named_config("kws-m5"))) == 559_116  # M5 as published: about 0.5 M
     for bad, match in [({"kind": "rnn"}, "unknown classifier kind"), ({"pooling": "max"}, "unknown pooling"),
                        ({"kind": "encoder"}, "needs an encoder"), ({"kind": "m5", "n_feats": 80}, "waveforms"),
-                       ({"kind": "encoder", "n_feats": 40, "encoder": named_config("small")}, "80 mels")]:
+                       ({"kind": "encoder", "n_feats": 40, "encoder": named_config("small", n_mels=80)}, "80 mels")]:
         with pytest.raises(ValueError, match=match):
             ClassifierConfig(**bad)
     with pytest.raises(ValueError, match="unknown classifier config keys"):
@@ -287,6 +287,7 @@ def test_classifier_config_validation_and_round_trip():
 def save_ctc(path: Path, config) -> CTCModel:
     model = CTCModel(config)
     checkpoint.save_atomic({"task": "ctc", "model_config": asdict(config), "model": model.state_dict(),
+                            "feature_config": asdict(FeatureConfig(n_mels=config.n_mels, hop_length=80)),
                             "tokenizer": {"kind": "char"}}, path)
     return model
 
@@ -310,6 +311,28 @@ def test_encoder_weights_from_a_ctc_checkpoint(tmp_path):
         load_encoder_weights(Classifier(tiny_classifier("cnn2d")), tmp_path / "asr.pt")
     with pytest.raises(AsrError, match="not a readable|no such model file"):
         load_encoder_weights(classifier, tmp_path / "missing.pt")
+
+
+def test_recipe_model_from_an_asr_checkpoint_takes_its_front_end(tmp_path, capsys):
+    from asr.classify import ModelSection, build_classifier
+
+    torch.manual_seed(0)
+    ctc = save_ctc(tmp_path / "asr.pt", tiny_encoder(n_mels=24))
+    section = ModelSection(kind="encoder", pooling="attention", init_from=str(tmp_path / "asr.pt"), dropout=0.0)
+    model, features = build_classifier(section, FeatureConfig(n_mels=80), n_classes=4)
+    assert (features.n_mels, features.hop_length, features.kind) == (24, 80, "logmel")
+    assert model.config.encoder == tiny_encoder(n_mels=24) and model.config.n_feats == 24
+    assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in ctc.encoder.state_dict().items())
+    assert "encoder initialised from" in capsys.readouterr().out
+
+    frozen, _ = build_classifier(ModelSection(kind="encoder", init_from=str(tmp_path / "asr.pt"),
+                                              freeze_encoder=True), FeatureConfig(), 4, verbose=False)
+    assert not any(p.requires_grad for p in frozen.encoder.parameters())
+    assert all(p.requires_grad for p in frozen.head.parameters())
+    with pytest.raises(AsrError, match="init_from needs"):
+        build_classifier(ModelSection(kind="cnn2d", init_from=str(tmp_path / "asr.pt")), FeatureConfig(), 4)
+    with pytest.raises(AsrError, match="reads 'waveform' features"):
+        build_classifier(ModelSection(kind="m5"), FeatureConfig(kind="complex"), 4)
 
 
 # --------------------------------------------------------------------------- reports

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs the README's user commands as written (after tools/setup.sh), so that the
-# README cannot drift from the code. CI calls it; it takes as long as the demos.
+# Runs the README's user commands as written (after tools/setup.sh), in README
+# order, so that the README cannot drift from the code. CI calls it; it takes as
+# long as the demos (about an hour on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 set -x
 
-# Quick start: the offline demo (synthesis, training, evaluation)
+# Quick start: the offline demo (synthesis, training, LM, tuning, evaluation)
 python -m asr.recipes.librispeech demo
 
 # Using a model
@@ -18,4 +19,22 @@ asr score --ref exp/demo/results/test-synth/ref.txt --hyp exp/demo/results/test-
     --details exp/demo/results/test-synth/details.txt
 asr info seed
 asr info exp/demo/model.pt
-tensorboard --inspect --logdir exp/demo/tensorboard | head -n 20
+tensorboard --inspect --logdir exp/demo/tensorboard | head -n 20   # README: tensorboard --logdir exp/demo/tensorboard
+
+# Language models and beam search
+bash tools/build_kenlm.sh
+python -m asr.lm --text ../shared/data/text/lj-text-train.txt --order 4 --out exp/lm
+asr transcribe exp/demo/data/LibriSpeech/test-synth/*/*/*-0002.flac --model exp/demo/model.pt \
+    --decoder beam --lm exp/lm/lm.bin --beam-width 32 --format json
+asr transcribe exp/demo/data/LibriSpeech/test-synth/*/*/*-0002.flac --model exp/demo/model.pt \
+    --hotwords newgate --hotword-weight 8
+python tools/bench_decoding.py --model exp/demo/model.pt --lm exp/lm/lm.bin
+
+# Real speech: LJ Speech
+python -m asr.recipes.ljspeech demo --exp-dir exp/ljspeech
+
+# Keyword spotting and sound classification
+python -m asr.recipes.fsdd demo --exp-dir exp/fsdd
+asr classify ../shared/data/fsdd/recordings/3_george_0.wav ../shared/data/fsdd/recordings/7_jackson_1.wav \
+    --model exp/fsdd/model.pt --top-k 3
+asr classify ../shared/data/fsdd/recordings/3_george_0.wav --model exp/fsdd/model.pt --format json

@@ -70,6 +70,10 @@ class LJConfig(RecipeConfig):
     data: DataConfig = field(default_factory=lambda: DataConfig(train=("train-synth",), dev=("dev-synth",), test=()))
     synth: SynthConfig = field(default_factory=_synth_defaults)
     real: RealConfig = field(default_factory=RealConfig)
+    # A character model already trained on synthetic speech of lj-text-train.txt, such as the
+    # LibriSpeech demo's exp/demo/model.pt: when the file exists, it is the pretrained model
+    # and the pretraining run is skipped. Its features must match [features].
+    pretrained: str = ""
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=100, lr=1e-3))
     # pretraining of the subword model, which starts from the pretrained character model's encoder
     subword_pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=200))
@@ -150,6 +154,14 @@ def _synthetic(config: LJConfig) -> tuple[list[dict], list[dict]]:
 def _pretrain(config: LJConfig, kind: str, resume: bool, progress: bool) -> Path:
     train, dev = _synthetic(config)
     if kind == "char":
+        target = config.units("char") / "pretrain" / "model.pt"
+        if config.pretrained and Path(config.pretrained).is_file() and not target.exists():
+            import shutil
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(config.pretrained, target.with_suffix(".tmp"))
+            target.with_suffix(".tmp").replace(target)
+            print(f"pretrained character model: {config.pretrained} -> {target}")
         return _train(config, config.units("char") / "pretrain", train, dev, config.train, None, resume, progress)
     # the subword model starts from the character model's encoder; its output layer starts afresh
     start = pretrain(config, progress=progress)
