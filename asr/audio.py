@@ -8,13 +8,14 @@ the chunk end, so that words are rarely split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
 from asr.errors import AsrError
 
@@ -40,13 +41,20 @@ def _reason(exc: Exception) -> str:
     return text[-1] if text else type(exc).__name__
 
 
+@lru_cache(maxsize=8)
+def _resampler(orig: int, new: int) -> AT.Resample:
+    """torchaudio's resampler; its filter is computed once per rate pair, not per call."""
+    return AT.Resample(orig, new)
+
+
 def to_mono_16k(samples: np.ndarray, sample_rate: int) -> torch.Tensor:
     """(frames,) or (frames, channels) numpy -> (frames',) float32 tensor at 16 kHz."""
     audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     if audio.ndim == 2:
         audio = audio.mean(dim=1)
     if sample_rate != SAMPLE_RATE:
-        audio = AF.resample(audio, sample_rate, SAMPLE_RATE)
+        with torch.no_grad():
+            audio = _resampler(int(sample_rate), SAMPLE_RATE)(audio)
     return audio
 
 

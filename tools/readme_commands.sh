@@ -19,7 +19,7 @@ asr score --ref exp/demo/results/test-synth/ref.txt --hyp exp/demo/results/test-
     --details exp/demo/results/test-synth/details.txt
 asr info seed
 asr info exp/demo/model.pt
-tensorboard --inspect --logdir exp/demo/tensorboard | head -n 20   # README: tensorboard --logdir exp/demo/tensorboard
+tensorboard --inspect --logdir exp/demo/tensorboard   # README: tensorboard --logdir exp/demo/tensorboard
 
 # Language models and beam search
 bash tools/build_kenlm.sh
