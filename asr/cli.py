@@ -108,10 +108,19 @@ def _info(args) -> int:
         config, source = named_config(target), f"named config {target!r}"
         extra = {}
     elif Path(target).suffix == ".toml":
-        from asr.recipes.librispeech import make_config
+        import tomllib
 
-        recipe = make_config(target, "train")
-        config = named_config(recipe.model_name, n_mels=recipe.features.n_mels, **recipe.model)
+        try:
+            data = tomllib.loads(Path(target).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise AsrError(f"{target}: not a readable TOML config ({exc})") from None
+        name = data.get("model_name") or data.get("model", {}).get("name")
+        if name not in NAMED_CONFIGS:
+            raise AsrError(f"{target}: names no known model config (model_name); known: {', '.join(NAMED_CONFIGS)}")
+        overrides = {k: v for k, v in data.get("model", {}).items() if k != "name"}
+        if "model_name" in data and "n_mels" in data.get("features", {}):
+            overrides.setdefault("n_mels", data["features"]["n_mels"])
+        config = named_config(name, **overrides)
         source, extra = f"recipe config {target}", {}
     else:
         from asr import checkpoint
