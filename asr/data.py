@@ -286,12 +286,15 @@ def read_fsdd(recordings) -> list[dict]:
 
 # --------------------------------------------------------------------------- datasets
 
-class SpeechDataset(Dataset):
-    """Manifest entries -> (waveform (samples,), token ids (tokens,))."""
+class AudioDataset(Dataset):
+    """Manifest entries and their audio, optionally cached after the first read.
 
-    def __init__(self, entries: list[dict], tokenizer, cache_audio: bool = False) -> None:
+    Subclasses say what goes with the audio (``_target``); ``durations`` feed the
+    batch sampler.
+    """
+
+    def __init__(self, entries: list[dict], cache_audio: bool = False) -> None:
         self.entries = entries
-        self.tokenizer = tokenizer
         self.cache: dict[int, torch.Tensor] | None = {} if cache_audio else None
 
     def __len__(self) -> int:
@@ -301,14 +304,25 @@ class SpeechDataset(Dataset):
     def durations(self) -> list[float]:
         return [e["duration"] for e in self.entries]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        entry = self.entries[index]
+    def audio(self, index: int) -> torch.Tensor:
         audio = None if self.cache is None else self.cache.get(index)
         if audio is None:
-            audio = load_audio(entry["audio_filepath"])
+            audio = load_entry_audio(self.entries[index])
             if self.cache is not None:
                 self.cache[index] = audio
-        return audio, torch.tensor(self.tokenizer.encode(entry["text"]), dtype=torch.long)
+        return audio
+
+
+class SpeechDataset(AudioDataset):
+    """Manifest entries -> (waveform (samples,), token ids (tokens,))."""
+
+    def __init__(self, entries: list[dict], tokenizer, cache_audio: bool = False) -> None:
+        super().__init__(entries, cache_audio)
+        self.tokenizer = tokenizer
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        text = self.entries[index]["text"]
+        return self.audio(index), torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
 
 
 def load_entry_audio(entry: dict) -> torch.Tensor:
@@ -329,7 +343,7 @@ def load_entry_audio(entry: dict) -> torch.Tensor:
     return to_mono_16k(samples, rate) * float(entry.get("gain", 1.0))
 
 
-class ClassificationDataset(Dataset):
+class ClassificationDataset(AudioDataset):
     """Manifest entries with a ``label`` -> (waveform (samples,), label index (1,)).
 
     ``transform`` (waveform -> waveform) runs on every item, e.g. training
@@ -341,25 +355,13 @@ class ClassificationDataset(Dataset):
         unknown = sorted({e["label"] for e in entries} - set(index))
         if unknown:
             raise AsrError(f"labels not in the label set: {', '.join(unknown[:5])}")
-        self.entries = entries
+        super().__init__(entries, cache_audio)
         self.labels = list(labels)
         self.targets = [index[e["label"]] for e in entries]
         self.transform = transform
-        self.cache: dict[int, torch.Tensor] | None = {} if cache_audio else None
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @property
-    def durations(self) -> list[float]:
-        return [e["duration"] for e in self.entries]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        audio = None if self.cache is None else self.cache.get(index)
-        if audio is None:
-            audio = load_entry_audio(self.entries[index])
-            if self.cache is not None:
-                self.cache[index] = audio
+        audio = self.audio(index)
         if self.transform is not None:
             audio = self.transform(audio)
         return audio, torch.tensor([self.targets[index]], dtype=torch.long)
