@@ -13,11 +13,10 @@ Bad input gives one line on stderr and a non-zero exit status, never a traceback
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from asr.errors import AsrError
+from asr.errors import ArgumentParser, AsrError
 
 
 def _transcribe(args) -> int:
@@ -144,8 +143,8 @@ def _info(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asr", description="End-to-end CTC speech recognition.")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="asr", description="End-to-end CTC speech recognition.")
     from asr import __version__
 
     parser.add_argument("--version", action="version", version=f"asr {__version__}")

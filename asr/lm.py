@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr.errors import AsrError
+from asr.errors import ArgumentParser, AsrError
 from asr.text import normalize_text
 
 BUILD_HINT = "run `bash tools/build_kenlm.sh` to build them"
@@ -68,6 +68,16 @@ def find_kenlm_binary(name: str) -> Path:
         return Path(found)
     searched = ", ".join(str(d) for d in kenlm_bin_dirs())
     raise AsrError(f"KenLM program {name!r} not found in {searched} or on PATH: {BUILD_HINT}")
+
+
+def kenlm_programs_built() -> bool:
+    """Whether ``lmplz`` and ``build_binary`` can be found (``tools/build_kenlm.sh`` builds them)."""
+    try:
+        find_kenlm_binary("lmplz")
+        find_kenlm_binary("build_binary")
+    except AsrError:
+        return False
+    return True
 
 
 def build_lm(
@@ -223,10 +233,9 @@ def _run(command: list) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m asr.lm``: build a language model from a text (or prepare an ARPA file) for beam search."""
-    import argparse
     import sys
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m asr.lm",
         description="Build a KenLM word n-gram model for beam search: corpus.txt, lm.arpa, lm.bin and "
                     "unigrams.txt in --out.")

@@ -8,23 +8,14 @@ import torch
 
 from asr.decoding import BeamSearchDecoder, DecodingOptions, GreedyDecoder, make_decoder
 from asr.errors import AsrError
-from asr.lm import build_lm, find_kenlm_binary
+from asr.lm import build_lm, kenlm_programs_built
 from asr.text import CharTokenizer, SentencePieceTokenizer
 
 TOK = CharTokenizer()
 SHIFT = 0.03
 
 
-def _kenlm_programs_built() -> bool:
-    try:
-        find_kenlm_binary("lmplz")
-        find_kenlm_binary("build_binary")
-    except AsrError:
-        return False
-    return True
-
-
-needs_kenlm = pytest.mark.skipif(not _kenlm_programs_built(),
+needs_kenlm = pytest.mark.skipif(not kenlm_programs_built(),
                                  reason="KenLM programs not built: run bash tools/build_kenlm.sh")
 
 
@@ -62,7 +53,7 @@ AMBIGUOUS = frames(*spell("the "), {"k": 0.5, "c": 0.4}, "_", *spell("at"))
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
-    if not _kenlm_programs_built():
+    if not kenlm_programs_built():
         pytest.skip("KenLM programs not built: run bash tools/build_kenlm.sh")
     folder = tmp_path_factory.mktemp("lm")
     text = folder / "text.txt"

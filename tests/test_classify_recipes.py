@@ -228,6 +228,20 @@ def test_fsdd_prepare_on_the_real_recordings(shared_data, tmp_path):
     assert counts == {"train": 1500, "dev": 500, "test": 500}
 
 
+def test_fsdd_default_split_trains_on_four_speakers(shared_data, tmp_path):
+    """The committed config's split: four speakers train, their clips 0-4 validate, the fifth tests."""
+    config = write_config(tmp_path / "c.toml", f'exp_dir = "{tmp_path}"\n[data]\ntest_speaker = "george"\n'
+                                               f'recordings = "{shared_data}/fsdd/recordings"\n')
+    assert fsdd.main(["prepare", "--config", config]) == 0
+    splits = {s: [json.loads(line) for line in (tmp_path / "manifests" / f"{s}.jsonl").open()]
+              for s in ("train", "dev", "test")}
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [1800, 200, 500]
+    assert {e["speaker"] for e in splits["train"]} == {e["speaker"] for e in splits["dev"]} == {
+        "jackson", "nicolas", "theo", "yweweler"}
+    assert {e["speaker"] for e in splits["test"]} == {"george"}
+    assert all(e["index"] < 5 for e in splits["dev"]) and all(e["index"] >= 5 for e in splits["train"])
+
+
 def test_fsdd_train_resume_is_exact_and_evaluate_writes_reports(tmp_path):
     """Training with augmentation and early-stopping checks, stopped half way and resumed,
     ends with the same weights as one straight run."""
@@ -319,3 +333,19 @@ def test_fsdd_tts_digits_join_the_training_set_only(tmp_path, capsys):
     changed = Path(config).read_text().replace("per_voice = 1", "per_voice = 2")
     assert fsdd.main(["prepare", "--config", write_config(tmp_path / "c2.toml", changed)]) == 1
     assert "other synth settings" in capsys.readouterr().err
+
+
+def test_committed_compare_config_pits_the_asr_encoder_against_every_baseline():
+    """recipes/speech_commands/compare.toml: every kind, the demo's ASR model as a start, and
+    features and encoder sizes that let that model's encoder weights load."""
+    from asr.model import named_config
+    from asr.recipes import recipe_config_path
+
+    config = speech_commands.make_config(str(recipe_config_path("speech_commands", "compare")), "compare")
+    demo = speech_commands.make_config(str(recipe_config_path("speech_commands", "demo")), "demo")
+    assert sorted(config.compare.kinds) == ["cnn2d", "complex_cnn", "encoder", "m5"]
+    assert config.compare.init_from == "exp/demo/model.pt"
+    assert config.model.encoder_name == "small" and not config.model.encoder
+    assert config.features.n_mels == named_config("small").n_mels
+    assert config.synth == demo.synth  # the demo's corpus, shared through data.root
+    assert (config.exp / config.data.root).resolve() == (demo.exp / demo.data.root).resolve()

@@ -132,3 +132,11 @@ def test_score_mismatched_files(tmp_path):
     assert_one_line_error(run("score", "--ref", tmp_path / "nope", "--hyp", tmp_path / "hyp"), "no such file")
     (tmp_path / "bin").write_bytes(bytes(range(256)))
     assert_one_line_error(run("score", "--ref", tmp_path / "bin", "--hyp", tmp_path / "hyp"), "not a UTF-8")
+
+
+@pytest.mark.parametrize("args, fragment", [(["transcribe"], "required"), (["score", "--metric", "per"], "invalid choice"),
+                                            (["nonsense"], "invalid choice")])
+def test_bad_arguments_are_one_line(args, fragment):
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, fragment)

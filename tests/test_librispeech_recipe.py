@@ -7,7 +7,6 @@ import sys
 import tarfile
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from asr.recipes.librispeech import main
@@ -127,3 +126,25 @@ def test_demo_end_to_end_on_a_tiny_corpus(tmp_path, shared_data, need_espeak, ca
                            "--format", "json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert '"words"' in proc.stdout
+
+
+def test_run_sh_runs_the_chosen_stages_in_order(tmp_path):
+    """recipes/librispeech/run.sh (the shared recipes/stages.sh loop): stage 2 only, by number."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with tarfile.open(fileobj=io.BytesIO(librispeech_tarball("dev-clean"))) as tar:
+        tar.extractall(tmp_path / "exp" / "data", filter="data")
+    config = tmp_path / "ls.toml"
+    config.write_text(f'exp_dir = "{tmp_path / "exp"}"\n[data]\ntrain = ["dev-clean"]\ndev = []\ntest = []\n')
+    env = {**os.environ, "CONFIG": str(config)}
+    run = subprocess.run(["bash", str(root / "recipes/librispeech/run.sh"), "2", "prepare"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("=== stage") == 1 and "=== stage prepare" in run.stdout
+    assert len((tmp_path / "exp" / "manifests" / "dev-clean.jsonl").read_text().splitlines()) == 2
+    bad = subprocess.run(["bash", str(root / "recipes/librispeech/run.sh"), "no_such_stage"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "no_such_stage" in bad.stderr

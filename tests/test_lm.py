@@ -3,7 +3,7 @@ import os
 import pytest
 
 from asr.errors import AsrError
-from asr.lm import build_lm, find_kenlm_binary, load_unigrams
+from asr.lm import build_lm, find_kenlm_binary, kenlm_programs_built, load_unigrams
 
 TEXT = """\
 The cat sat on the mat.
@@ -13,17 +13,8 @@ The cat sat on the mat.
 """
 
 
-def _kenlm_programs_built() -> bool:
-    try:
-        find_kenlm_binary("lmplz")
-        find_kenlm_binary("build_binary")
-    except AsrError:
-        return False
-    return True
-
-
 needs_kenlm = pytest.mark.skipif(
-    not _kenlm_programs_built(), reason="KenLM programs not built: run bash tools/build_kenlm.sh"
+    not kenlm_programs_built(), reason="KenLM programs not built: run bash tools/build_kenlm.sh"
 )
 
 

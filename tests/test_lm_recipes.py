@@ -17,22 +17,13 @@ from asr.decoding import DecodingOptions
 from asr.errors import AsrError
 from asr.features import FeatureConfig
 from asr.inference import load_model
-from asr.lm import find_kenlm_binary, load_unigrams
+from asr.lm import kenlm_programs_built, load_unigrams
 from asr.model import CTCModel, named_config
 from asr.recipes import librispeech
 from asr.text import CharTokenizer
 
 
-def _kenlm_programs_built() -> bool:
-    try:
-        find_kenlm_binary("lmplz")
-        find_kenlm_binary("build_binary")
-    except AsrError:
-        return False
-    return True
-
-
-needs_kenlm = pytest.mark.skipif(not _kenlm_programs_built(),
+needs_kenlm = pytest.mark.skipif(not kenlm_programs_built(),
                                  reason="KenLM programs not built: run bash tools/build_kenlm.sh")
 
 TEXT = "a cat sat on a mat\na hat and a cat\nthe cat sat\nthe mat is flat\nThe cat sat on a mat.\n"

@@ -2,18 +2,19 @@
 
 Each recipe is a short script of stages (download, prepare, train, evaluate,
 demo, ...) over the library. This module holds the little they share: where
-the shared real data lives, and the command-line driver.
+the shared real data lives, the command-line driver, and the demos' train-once
+step and closing lines.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
-from asr.errors import AsrError
+from asr.errors import ArgumentParser, AsrError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,22 @@ def recipe_config_path(recipe: str, name: str) -> Path:
     return REPO_ROOT / "recipes" / recipe / f"{name}.toml"
 
 
+def train_once(model_path: Path, train: Callable[[], object], resume: bool) -> None:
+    """Run ``train()`` unless ``model_path`` exists (a rerun demo evaluates the model it has);
+    ``resume`` always trains, continuing from the last checkpoint."""
+    if resume or not model_path.exists():
+        train()
+    else:
+        print(f"{model_path} exists: skipping training (delete it, or pass --resume, to train again)")
+
+
+def print_finish(started: float, model_path: Path, try_command: str) -> None:
+    """A demo's closing lines: its duration, its model file and a command to try."""
+    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
+    print(f"model: {model_path}")
+    print(f"try:   {try_command}")
+
+
 def run_stages(description: str, stages: dict[str, Callable], make_config: Callable[[str | None, str], object],
                argv: list[str] | None = None) -> int:
     """Parse ``STAGE [--config FILE] [--exp-dir DIR] [--resume]`` and run the stage.
@@ -38,7 +55,7 @@ def run_stages(description: str, stages: dict[str, Callable], make_config: Calla
     ``make_config(config_path_or_None, stage)`` builds the stage's config.
     Bad input ends with one line on stderr and exit status 1.
     """
-    parser = argparse.ArgumentParser(description=description)
+    parser = ArgumentParser(description=description)
     parser.add_argument("stage", choices=list(stages), help="the stage to run")
     parser.add_argument("--config", help="TOML file overriding the recipe defaults")
     parser.add_argument("--exp-dir", help="experiment folder: every output goes under it")

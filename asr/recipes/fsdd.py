@@ -8,9 +8,9 @@
     python -m asr.recipes.fsdd demo [--exp-dir DIR]
 
 FSDD (``{digit}_{speaker}_{index}.wav``, 8 kHz) is in the shared data folder, so
-every stage runs offline. One speaker is held out for testing and another for
-validation (early stopping); the model trains on the rest and is scored on a
-voice it has never heard. ``demo`` runs prepare, train and evaluate and prints
+every stage runs offline. One speaker is held out for testing; the model trains
+on the four others (early stopping on their clips 0-4, which it does not train
+on) and is scored on a voice it has never heard. ``demo`` runs prepare, train and evaluate and prints
 the held-out speaker's accuracy.
 
 With ``synth.per_voice`` > 0 the training set also gets the digits spoken by
@@ -31,15 +31,15 @@ from asr.classify import ClassifyConfig
 from asr.config import load_config
 from asr.data import DIGITS, read_fsdd
 from asr.errors import AsrError
-from asr.recipes import recipe_config_path, run_stages, shared_data
+from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data, train_once
 
 
 @dataclass
 class DataConfig:
     recordings: str = ""  # FSDD's recordings/ folder; default: the shared data's fsdd/recordings
     test_speaker: str = "george"  # held out for testing
-    dev_speaker: str = "jackson"  # held out for validation (early stopping); "" = train on every other
-    # speaker and validate on their clips with the upstream test indices (0-4), which are then not trained on
+    dev_speaker: str = ""  # "": train on every other speaker and validate (early stopping) on their clips
+    # with the upstream test indices (0-4), which are then not trained on; a name: that speaker validates
 
 
 @dataclass
@@ -152,16 +152,11 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
     started = time.perf_counter()
     prepare(config, progress=progress)
     model_path = config.exp / "model.pt"
-    if resume or not model_path.exists():
-        train(config, resume=resume, progress=progress)
-    else:
-        print(f"{model_path} exists: skipping training (delete it, or pass --resume, to train again)")
+    train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
     reports = evaluate(config, progress=progress)
     print(f"held-out speaker {config.data.test_speaker}: accuracy {100 * reports['test'].accuracy:.2f}% "
           f"({reports['test'].total} clips, never heard in training)")
-    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
-    print(f"model: {model_path}")
-    print(f"try:   asr classify --model {model_path} --top-k 3 AUDIO.wav")
+    print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav")
 
 
 STAGES = {"synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate, "demo": demo}

@@ -42,7 +42,7 @@ from asr.data import read_librispeech, read_ljspeech, read_manifest, write_manif
 from asr.decoding import DecodingOptions
 from asr.errors import AsrError
 from asr.features import FeatureConfig
-from asr.recipes import recipe_config_path, run_stages, shared_data
+from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data, train_once
 from asr.training import TrainConfig
 
 
@@ -474,29 +474,15 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
     synthesize(config, progress=progress)
     prepare(config)
     model_path = config.exp / "model.pt"
-    if resume or not model_path.exists():
-        train(config, resume=resume, progress=progress)
-    else:
-        print(f"{model_path} exists: skipping training (delete it, or pass --resume, to train again)")
+    train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
+    from asr.lm import kenlm_programs_built
+
     if kenlm_programs_built():
         tune(config, progress=progress)
     else:
         print("KenLM programs not built: no beam+LM rows (run bash tools/build_kenlm.sh, then the tune stage)")
     evaluate(config, progress=progress)
-    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
-    print(f"model: {model_path}")
-    print(f"try:   asr transcribe --model {model_path} AUDIO.wav")
-
-
-def kenlm_programs_built() -> bool:
-    from asr.lm import find_kenlm_binary
-
-    try:
-        find_kenlm_binary("lmplz")
-        find_kenlm_binary("build_binary")
-    except AsrError:
-        return False
-    return True
+    print_finish(started, model_path, f"asr transcribe --model {model_path} AUDIO.wav")
 
 
 STAGES = {"download": download, "prepare": prepare, "lm": lm, "tokenizer": tokenizer, "train": train,

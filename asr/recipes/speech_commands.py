@@ -31,11 +31,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from asr import classify
-from asr.classify import ClassifyConfig, ModelSection
+from asr.classify import ClassifyConfig
 from asr.config import load_config
 from asr.data import KWS12_LABELS, background_noise_files, read_label_folders, split_by_lists, to_twelve_classes
 from asr.errors import AsrError
-from asr.recipes import recipe_config_path, run_stages
+from asr.recipes import print_finish, recipe_config_path, run_stages, train_once
 
 VERSIONS = ("v0.01", "v0.02", "synthetic")
 
@@ -198,14 +198,9 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
     synthesize(config, progress=progress)
     prepare(config)
     model_path = config.exp / "model.pt"
-    if resume or not model_path.exists():
-        train(config, resume=resume, progress=progress)
-    else:
-        print(f"{model_path} exists: skipping training (delete it, or pass --resume, to train again)")
+    train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
     evaluate(config, progress=progress)
-    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
-    print(f"model: {model_path}")
-    print(f"try:   asr classify --model {model_path} --top-k 3 AUDIO.wav")
+    print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav")
 
 
 STAGES = {"download": download, "synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "train": train,
