@@ -55,7 +55,9 @@ def run_stages(description: str, stages: dict[str, Callable], make_config: Calla
     ``make_config(config_path_or_None, stage)`` builds the stage's config.
     Bad input ends with one line on stderr and exit status 1.
     """
-    parser = ArgumentParser(description=description)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # python -m asr.recipes.<name>
+    prog = f"python -m {spec.name}" if spec and spec.name.startswith("asr.recipes.") else None
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("stage", choices=list(stages), help="the stage to run")
     parser.add_argument("--config", help="TOML file overriding the recipe defaults")
     parser.add_argument("--exp-dir", help="experiment folder: every output goes under it")
