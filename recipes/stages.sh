@@ -13,6 +13,10 @@ run_stages() {
   local first=${1:-${stages[0]}} last=${2:-${stages[-1]}}
   [[ $first =~ ^[0-9]+$ ]] && first=${stages[$((first - 1))]:-$first}
   [[ $last =~ ^[0-9]+$ ]] && last=${stages[$((last - 1))]:-$last}
+  if [[ " ${stages[*]} " != *" $last "* ]]; then
+    echo "run.sh: error: last stage '$last' is not one of: ${stages[*]}" >&2
+    return 2
+  fi
   [[ -n "${RESUME:-}" ]] && extra=(--resume)
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   if [[ " ${stages[*]} " != *" $first "* ]]; then

@@ -148,3 +148,7 @@ def test_run_sh_runs_the_chosen_stages_in_order(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "no_such_stage" in bad.stderr
+    past_the_end = subprocess.run(["bash", str(root / "recipes/librispeech/run.sh"), "2", "9"],
+                                  capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert past_the_end.returncode == 2 and "=== stage" not in past_the_end.stdout
+    assert len(past_the_end.stderr.strip().splitlines()) == 1 and "'9'" in past_the_end.stderr

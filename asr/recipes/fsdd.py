@@ -10,8 +10,8 @@
 FSDD (``{digit}_{speaker}_{index}.wav``, 8 kHz) is in the shared data folder, so
 every stage runs offline. One speaker is held out for testing; the model trains
 on the four others (early stopping on their clips 0-4, which it does not train
-on) and is scored on a voice it has never heard. ``demo`` runs prepare, train and evaluate and prints
-the held-out speaker's accuracy.
+on) and is scored on a voice it has never heard. ``demo`` runs prepare, train
+and evaluate and prints the held-out speaker's accuracy.
 
 With ``synth.per_voice`` > 0 the training set also gets the digits spoken by
 the TTS voices (``synthesize``, offline), written in the FSDD layout at 8 kHz:

@@ -470,13 +470,13 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
 
 
 def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> None:
+    from asr.lm import kenlm_programs_built
+
     started = time.perf_counter()
     synthesize(config, progress=progress)
     prepare(config)
     model_path = config.exp / "model.pt"
     train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
-    from asr.lm import kenlm_programs_built
-
     if kenlm_programs_built():
         tune(config, progress=progress)
     else:
