@@ -406,14 +406,17 @@ def _chapter_base(subset: str) -> int:
 
 def make_librispeech_corpus(root, subsets: dict[str, list[str]], voices: dict[str, list[Voice]], *,
                             seed: int = 0, rate_range: tuple[float, float] = (0.85, 1.2),
-                            pitch_range: tuple[float, float] = (0.8, 1.25), workers: int = 2,
-                            progress: bool = True) -> Path:
+                            pitch_range: tuple[float, float] = (0.8, 1.25), balance: str = "voice",
+                            workers: int = 2, progress: bool = True) -> Path:
     """Speak sentences in the LibriSpeech layout; returns ``root/LibriSpeech``.
 
     ``subsets`` maps a subset name (``"train-clean-100"``, ``"test-clean"``, ...) to
     its sentences, ``voices`` maps the same names to the voices that speak them.
     Each sentence is spoken once, by one voice (round-robin over a seeded shuffle,
-    so every voice gets an equal share), at a seeded random rate and pitch. Writes
+    so every voice gets an equal share), at a seeded random rate and pitch. With
+    ``balance="engine"`` every engine gets an equal share instead, split equally
+    among its voices (so a few flite voices are heard as much as many espeak-ng
+    variants). Writes
 
         LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac
         LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt
@@ -425,6 +428,8 @@ def make_librispeech_corpus(root, subsets: dict[str, list[str]], voices: dict[st
     resumes where it stopped.
     """
     base = Path(root) / "LibriSpeech"
+    if balance not in ("voice", "engine"):
+        raise AsrError(f"balance must be \"voice\" or \"engine\", got {balance!r}")
     missing = sorted(set(subsets) - set(voices))
     if missing:
         raise AsrError(f"no voices given for subset(s): {', '.join(missing)}")
@@ -438,19 +443,20 @@ def make_librispeech_corpus(root, subsets: dict[str, list[str]], voices: dict[st
 
     for name, sentences in subsets.items():
         _make_librispeech_subset(base, name, sentences, list(voices[name]), seed=seed, rate_range=rate_range,
-                                 pitch_range=pitch_range, workers=workers, progress=progress)
+                                 pitch_range=pitch_range, balance=balance, workers=workers, progress=progress)
     _write_speakers(base)
     return base
 
 
 def _make_librispeech_subset(base: Path, name: str, sentences: list[str], voices: list[Voice], *, seed: int,
-                             rate_range, pitch_range, workers: int, progress: bool) -> None:
+                             rate_range, pitch_range, balance: str, workers: int, progress: bool) -> None:
     if len(set(voices)) != len(voices):
         raise AsrError(f"subset {name}: a voice is listed twice")
     subset_dir = base / name
     done, pending = base / f".{name}.complete", base / f".{name}.pending"
     fingerprint = _fingerprint(layout="librispeech-1", sentences=list(sentences), voices=[v.id for v in voices],
-                               seed=seed, rate_range=list(rate_range), pitch_range=list(pitch_range))
+                               seed=seed, rate_range=list(rate_range), pitch_range=list(pitch_range),
+                               **({"balance": balance} if balance != "voice" else {}))
 
     texts = [normalize_text(s) for s in sentences]
     order = [i for i in _rng(seed, name).permutation(len(sentences)) if texts[i]]
@@ -458,10 +464,15 @@ def _make_librispeech_subset(base: Path, name: str, sentences: list[str], voices
     rates, pitches = _draw(rng, rate_range, len(order)), _draw(rng, pitch_range, len(order))
 
     turn = [voices[j] for j in rng.permutation(len(voices))]
+    groups: dict[str, list[Voice]] = {}  # engine -> its voices, in turn order
+    for voice in turn:
+        groups.setdefault(voice.engine if balance == "engine" else "", []).append(voice)
+    engines = list(groups.values())
     counts: dict[Voice, int] = {}
     jobs, rows = [], []  # rows: (voice, speaker, chapter, utt, text) in job order
     for k, i in enumerate(order):
-        voice = turn[k % len(turn)]
+        group = engines[k % len(engines)]
+        voice = group[(k // len(engines)) % len(group)]
         n = counts[voice] = counts.get(voice, 0) + 1
         speaker, chapter, utt = _speaker_id(voice), _chapter_base(name) + (n - 1) // 100, (n - 1) % 100
         path = subset_dir / str(speaker) / str(chapter) / f"{speaker}-{chapter}-{utt:04d}.flac"

@@ -118,6 +118,24 @@ def test_librispeech_layout(tmp_path):
         make_librispeech_corpus(tmp_path, {"test-clean": ["Something else."]}, voices, progress=False)
 
 
+@needs_both
+@pytest.mark.parametrize("balance, flite_share", [("voice", 2), ("engine", 4)])
+def test_librispeech_balance(tmp_path, balance, flite_share):
+    espeak = [ESPEAK, Voice("espeak-ng", "en+m2"), Voice("espeak-ng", "en-us+m3")]
+    sentences = [f"Sentence number {n}." for n in range(8)]
+    base = make_librispeech_corpus(tmp_path, {"train": sentences}, {"train": [*espeak, FLITE]}, balance=balance,
+                                   workers=2, progress=False)
+    spoken = {p.name: len(list(p.glob("*/*.flac"))) for p in (base / "train").iterdir()}
+    assert sum(spoken.values()) == 8
+    assert spoken[str(100 + VOICES.index(FLITE))] == flite_share  # engine: half of them, for one voice
+    assert all(spoken.get(str(100 + VOICES.index(v)), 0) >= 1 for v in espeak)
+
+
+def test_librispeech_balance_is_checked(tmp_path):
+    with pytest.raises(AsrError, match="balance"):
+        make_librispeech_corpus(tmp_path, {"train": ["A."]}, {"train": [ESPEAK]}, balance="speaker", progress=False)
+
+
 @needs_espeak
 def test_speech_commands_layout(tmp_path):
     voices = [Voice("espeak-ng", n) for n in ("en-us", "en-us+f4", "en+m2", "en-029+Annie")]

@@ -76,6 +76,7 @@ class SynthConfig:
     test_voices: tuple[str, ...] = ("espeak-ng:en-us+f4", "flite:rms")
     rate_range: tuple[float, float] = (0.85, 1.2)
     pitch_range: tuple[float, float] = (0.8, 1.25)
+    balance: str = "voice"  # "voice": every training voice an equal share; "engine": every TTS engine
     seed: int = 0
 
 
@@ -464,6 +465,7 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
     started = time.perf_counter()
     make_librispeech_corpus(config.corpus.parent, _split_sentences(config.synth), voices, seed=config.synth.seed,
                             rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
+                            balance=config.synth.balance,
                             progress=progress)
     print(f"synthetic corpus ready in {config.corpus} ({time.perf_counter() - started:.0f} s); "
           f"{len(voices['train-synth'])} training voices, held out: {', '.join(sorted(held_out))}")
