@@ -212,3 +212,15 @@ def test_cli_one_line_errors(tmp_path, capsys):
     assert tool.main(["librispeech", "--text", str(tmp_path / "missing.txt"), "--out", str(tmp_path),
                       "--n-train", "1", "--test-voices", "bogus"]) == 1
     assert capsys.readouterr().err.startswith("error: bad voice 'bogus'")
+
+
+@needs_both
+def test_tool_balance(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"Sentence number {n}.\n" for n in range(6)))
+    out = tmp_path / "corpus"
+    assert _tool().main(["librispeech", "--text", str(text), "--out", str(out), "--n-train", "6", "--quiet",
+                         "--train-voices", "espeak-ng:en-us+f2", "espeak-ng:en+m2", "flite:slt",
+                         "--balance", "engine"]) == 0
+    flite = out / "LibriSpeech" / "train-clean-100" / str(100 + VOICES.index(FLITE))
+    assert len(list(flite.glob("*/*.flac"))) == 3  # half of the sentences for the one flite voice

@@ -70,7 +70,7 @@ def librispeech(args) -> None:
     subsets = {name: part for name, part in zip(SUBSETS, parts) if part}
     voices = dict(zip(SUBSETS, (train, dev, test)))
     out = make_librispeech_corpus(args.out, subsets, {k: voices[k] for k in subsets}, seed=args.seed,
-                                  workers=args.workers, progress=not args.quiet)
+                                  balance=args.balance, workers=args.workers, progress=not args.quiet)
     print(out)
 
 
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: every installed catalogue voice not used for dev or test")
     p.add_argument("--dev-voices", nargs="+", default=list(DEV_VOICES), metavar="VOICE")
     p.add_argument("--test-voices", nargs="+", default=list(TEST_VOICES), metavar="VOICE")
+    p.add_argument("--balance", choices=("voice", "engine"), default="voice",
+                   help="equal shares of the sentences per voice, or per TTS engine")
     common(p)
     p.set_defaults(func=librispeech)
 
