@@ -42,6 +42,7 @@ from asr.text import normalize_text
 
 SAMPLE_RATE = 16000
 ENGINES = ("espeak-ng", "flite")
+BALANCES = ("voice", "engine")  # make_librispeech_corpus: equal shares per voice, or per engine
 _INSTALL = {"espeak-ng": "apt-get install espeak-ng", "flite": "apt-get install flite"}
 
 
@@ -428,8 +429,8 @@ def make_librispeech_corpus(root, subsets: dict[str, list[str]], voices: dict[st
     resumes where it stopped.
     """
     base = Path(root) / "LibriSpeech"
-    if balance not in ("voice", "engine"):
-        raise AsrError(f"balance must be \"voice\" or \"engine\", got {balance!r}")
+    if balance not in BALANCES:
+        raise AsrError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
     missing = sorted(set(subsets) - set(voices))
     if missing:
         raise AsrError(f"no voices given for subset(s): {', '.join(missing)}")
@@ -464,15 +465,15 @@ def _make_librispeech_subset(base: Path, name: str, sentences: list[str], voices
     rates, pitches = _draw(rng, rate_range, len(order)), _draw(rng, pitch_range, len(order))
 
     turn = [voices[j] for j in rng.permutation(len(voices))]
-    groups: dict[str, list[Voice]] = {}  # engine -> its voices, in turn order
+    by_key: dict[str, list[Voice]] = {}  # engine (or one group of all) -> its voices, in turn order
     for voice in turn:
-        groups.setdefault(voice.engine if balance == "engine" else "", []).append(voice)
-    engines = list(groups.values())
+        by_key.setdefault(voice.engine if balance == "engine" else "", []).append(voice)
+    groups = list(by_key.values())
     counts: dict[Voice, int] = {}
     jobs, rows = [], []  # rows: (voice, speaker, chapter, utt, text) in job order
     for k, i in enumerate(order):
-        group = engines[k % len(engines)]
-        voice = group[(k // len(engines)) % len(group)]
+        group = groups[k % len(groups)]
+        voice = group[(k // len(groups)) % len(group)]
         n = counts[voice] = counts.get(voice, 0) + 1
         speaker, chapter, utt = _speaker_id(voice), _chapter_base(name) + (n - 1) // 100, (n - 1) % 100
         path = subset_dir / str(speaker) / str(chapter) / f"{speaker}-{chapter}-{utt:04d}.flac"

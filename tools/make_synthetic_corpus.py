@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asr.errors import AsrError  # noqa: E402
-from asr.synth import (Voice, available_voices, make_librispeech_corpus,  # noqa: E402
+from asr.synth import (BALANCES, Voice, available_voices, make_librispeech_corpus,  # noqa: E402
                        make_speech_commands_corpus, VOICES)
 from asr.text import normalize_text  # noqa: E402
 
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: every installed catalogue voice not used for dev or test")
     p.add_argument("--dev-voices", nargs="+", default=list(DEV_VOICES), metavar="VOICE")
     p.add_argument("--test-voices", nargs="+", default=list(TEST_VOICES), metavar="VOICE")
-    p.add_argument("--balance", choices=("voice", "engine"), default="voice",
+    p.add_argument("--balance", choices=BALANCES, default="voice",
                    help="equal shares of the sentences per voice, or per TTS engine")
     common(p)
     p.set_defaults(func=librispeech)
