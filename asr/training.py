@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import random
+import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,6 +32,7 @@ from asr.features import FeatureConfig, FeatureExtractor, SpecAugment, SpecAugme
 class TrainConfig:
     max_steps: int = 1000
     time_budget_minutes: float = 0.0  # > 0: choose max_steps so that training takes about this long
+    budget_refits: int = 3  # with a time budget: re-fit max_steps to the measured pace this many times
     lr: float = 1e-3  # peak learning rate of the OneCycle schedule
     pct_start: float = 0.1  # share of the steps spent warming up
     div_factor: float = 25.0  # initial lr = lr / div_factor
@@ -139,7 +142,6 @@ class Trainer:
         but for its length; the chosen length is saved in checkpoints.
         """
         import copy
-        import time
 
         rng, scaler_state = checkpoint.rng_state(), self.scaler.state_dict()
         model = self.model
@@ -162,6 +164,23 @@ class Trainer:
         self.config.max_steps = max(10, int(minutes * 60 * 0.95 / per_step))
         self.scheduler = self._one_cycle(self.config.max_steps)
         return self.config.max_steps
+
+    def refit_to_deadline(self, deadline: float, seconds_per_step: float, limit: int) -> int:
+        """Mid-run: set ``max_steps`` so that the remaining steps, at ``seconds_per_step``
+        (measured, dev evaluations and checkpoints included), end at ``deadline``
+        (``time.monotonic()``), but at most ``limit``. The OneCycle schedule is rebuilt
+        for the new length at the current step, so the learning rate moves on from
+        where it is and still anneals to its floor at the last step."""
+        remaining = max(0.0, deadline - time.monotonic())
+        steps = min(limit, self.step + max(1, int(remaining / seconds_per_step)))
+        if steps != self.config.max_steps:
+            self.config.max_steps = steps
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the fast-forward step below is not an optimiser step
+                self.scheduler = self._one_cycle(steps)
+                self.scheduler.last_epoch = self.step - 1
+                self.scheduler.step()
+        return steps
 
     @classmethod
     def for_ctc(cls, model, tokenizer, feature_config: FeatureConfig, train_entries: list[dict],
@@ -271,11 +290,17 @@ class Trainer:
         """
         from tqdm import tqdm
 
+        deadline, refits = None, []
         if resume and self.checkpoint_path.exists():
-            self.load_checkpoint()
+            self.load_checkpoint()  # a resumed run keeps the length it had
         elif self.config.time_budget_minutes > 0 and self.step == 0:
+            deadline = time.monotonic() + self.config.time_budget_minutes * 60
             steps = self.fit_to_time_budget(self.config.time_budget_minutes)
             print(f"time budget {self.config.time_budget_minutes:g} min: {steps} steps on this machine")
+            # re-fit the length at even fractions of the run, on the pace since the last re-fit
+            n = self.config.budget_refits
+            refits = [steps * k // (n + 1) for k in range(1, n + 1)]
+            last_step, last_time, limit = 0, time.monotonic(), 2 * steps
         writer = self._writer()
         target = self.config.max_steps if stop_after is None else min(self.config.max_steps, self.step + stop_after)
         bar = tqdm(total=self.config.max_steps, initial=self.step, desc="training", unit="step",
@@ -305,6 +330,15 @@ class Trainer:
                     self._evaluate(writer, batch)
                 if self.step % self.config.checkpoint_every == 0 and self.step < target:
                     self.save_checkpoint()
+                if refits and self.step >= refits[0] and self.step < target:
+                    refits.pop(0)
+                    pace = (time.monotonic() - last_time) / (self.step - last_step)
+                    steps = self.refit_to_deadline(deadline, pace, limit)
+                    last_step, last_time = self.step, time.monotonic()
+                    target = steps if stop_after is None else min(steps, target)
+                    bar.total = steps
+                    bar.refresh()
+                    bar.write(f"time budget: {pace:.2f} s per step so far; {steps} steps in all")
             if self.step >= self.config.max_steps and batch is not None:
                 self._evaluate(writer, batch)
             path = self.save_checkpoint()

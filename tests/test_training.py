@@ -96,9 +96,9 @@ def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
 
 
 def test_time_budget_only_sets_the_length(corpus, tmp_path):
-    """A time budget picks max_steps on this machine; the run is then the same as one
+    """A time budget picks max_steps on this machine; with no re-fits the run is the same as one
     given that many steps outright (the probe leaves no trace in RNGs or weights)."""
-    budget = make_trainer(corpus, tmp_path / "a", max_steps=1, time_budget_minutes=0.1)
+    budget = make_trainer(corpus, tmp_path / "a", max_steps=1, time_budget_minutes=0.1, budget_refits=0)
     budget.run(progress=False)
     steps = budget.step
     assert steps == budget.config.max_steps >= 10
@@ -108,3 +108,43 @@ def test_time_budget_only_sets_the_length(corpus, tmp_path):
         assert torch.equal(value, fixed.model.state_dict()[key]), key
     data = checkpoint.load(budget.checkpoint_path)
     assert data["train_config"]["max_steps"] == steps
+
+
+def test_time_budget_refits_to_the_pace_it_measures(corpus, tmp_path, monkeypatch):
+    """When steps turn out slower than the start-up probe said, the run shortens itself
+    to end near its deadline, and its learning rate still anneals to the floor."""
+    import time
+
+    trainer = make_trainer(corpus, tmp_path, max_steps=1, time_budget_minutes=0.1, eval_every=0)
+    probe = trainer.fit_to_time_budget
+    fast_step = trainer.train_step
+    planned = []
+
+    def slow_step(batch):  # after the probe, each step takes 100 ms more
+        time.sleep(0.1)
+        return fast_step(batch)
+
+    def fit(minutes):
+        planned.append(probe(minutes))
+        monkeypatch.setattr(trainer, "train_step", slow_step)
+        return planned[0]
+
+    monkeypatch.setattr(trainer, "fit_to_time_budget", fit)
+    started = time.monotonic()
+    trainer.run(progress=False)
+    elapsed = time.monotonic() - started
+    assert trainer.step == trainer.config.max_steps
+    assert planned[0] * 0.1 > 12  # the probe's plan would have taken over twice the budget
+    assert trainer.step < planned[0] / 2
+    assert elapsed < 6 + 2.5  # the budget, plus the last evaluation, checkpoint and plot
+    # the schedule ends where a schedule planned for this length from the start ends
+    c = trainer.config
+    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=c.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=c.lr, total_steps=trainer.step,
+                                                   pct_start=c.pct_start, div_factor=c.div_factor,
+                                                   final_div_factor=c.final_div_factor)
+    for _ in range(trainer.step):
+        reference.step()
+        schedule.step()
+    assert trainer.scheduler.get_last_lr() == pytest.approx(schedule.get_last_lr())
+    assert trainer.scheduler.get_last_lr()[0] < c.lr / 100
