@@ -41,3 +41,30 @@ def test_encoder_output_dim():
     enc = Encoder(tiny_config())
     out, lengths = enc(torch.randn(3, 16, 20), torch.tensor([20, 20, 10]))
     assert out.shape[-1] == enc.output_dim == 16
+
+
+def test_bigru_on_padded_batches_matches_packed_sequences():
+    """On a CPU each direction runs on the padded batch; outputs and gradients must be those
+    of the packed GRU (which CUDA uses) with the same weights, padding ignored."""
+    from asr.model import BiGRU
+
+    torch.manual_seed(0)
+    layer = BiGRU(6, 5, dropout=0.0)
+    x = torch.randn(4, 9, 6)
+    lengths = torch.tensor([9, 4, 1, 7])
+    runs = []
+    for pack in (False, True):
+        layer.pack = pack
+        layer.zero_grad()
+        inputs = x.clone().requires_grad_()
+        out = layer(inputs, lengths)
+        out.pow(2).sum().backward()
+        runs.append((out, inputs.grad, [p.grad.clone() for p in layer.parameters()]))
+    (ours, ours_grad, ours_grads), (reference, reference_grad, reference_grads) = runs
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert (ours[1, 4:] == 0).all() and (ours[2, 1:] == 0).all()  # zero past each length, as packing gives
+    assert torch.allclose(ours_grad, reference_grad, atol=1e-6)
+    for mine, theirs in zip(ours_grads, reference_grads):
+        assert torch.allclose(mine, theirs, atol=1e-6)
+    assert [name for name, _ in layer.named_parameters()] == [  # the weights are the GRU's, as before
+        "norm.weight", "norm.bias", *(f"gru.{w}{s}" for s in ("", "_reverse") for w in BiGRU._WEIGHTS)]

@@ -38,3 +38,6 @@ python -m asr.recipes.fsdd demo --exp-dir exp/fsdd
 asr classify ../shared/data/fsdd/recordings/3_george_0.wav ../shared/data/fsdd/recordings/7_jackson_1.wav \
     --model exp/fsdd/model.pt --top-k 3
 asr classify ../shared/data/fsdd/recordings/3_george_0.wav --model exp/fsdd/model.pt --format json
+
+# The model: training-step time, packed against padded BiGRU
+python tools/bench_train_step.py
