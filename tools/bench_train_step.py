@@ -4,8 +4,9 @@
                                      [--utterance-seconds 4 8 16] [--steps 5]
 
 For each utterance length, a batch of that many seconds of audio (random noise,
-random character targets) takes full training steps: log-mels, SpecAugment, the
-model, CTC loss, backward, gradient clipping and AdamW. The two BiGRU paths
+random character targets) takes full training steps, ``Trainer.train_step`` as
+training runs it: log-mels, SpecAugment, the model, CTC loss, backward, gradient
+clipping, AdamW and the OneCycle schedule. The two BiGRU paths
 (``BiGRU.pack``) alternate in the same process on the same model and batch, and
 each reports its median time per step.
 """
@@ -14,24 +15,15 @@ import argparse
 import platform
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
-from torch.nn import functional as F
 
-from asr.features import FeatureConfig, FeatureExtractor, SpecAugment, SpecAugmentConfig
+from asr.data import Batch
+from asr.features import FeatureConfig, SpecAugmentConfig
 from asr.model import BiGRU, CTCModel, count_parameters, named_config
-
-
-def step(model, features, augment, optimizer, audio, lengths, targets, target_lengths) -> float:
-    started = time.perf_counter()
-    feats, frames = features(audio, lengths)
-    log_probs, out_lengths = model(augment(feats), frames)
-    loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, zero_infinity=True)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    optimizer.step()
-    return time.perf_counter() - started
+from asr.text import CharTokenizer
+from asr.training import TrainConfig, Trainer, ctc_loss
 
 
 def main() -> None:
@@ -44,10 +36,13 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = CTCModel(named_config(args.model, n_mels=args.n_mels)).train()
-    features = FeatureExtractor(FeatureConfig(n_mels=args.n_mels))
-    augment = SpecAugment(SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model = CTCModel(named_config(args.model, n_mels=args.n_mels))
+    blank = CharTokenizer().blank
+    config = TrainConfig(max_steps=2 * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
+                         specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12))
+    # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
+    trainer = Trainer(model, SimpleNamespace(durations=[1.0]), lambda out, batch: ctc_loss(*out, batch, blank),
+                      {}, FeatureConfig(n_mels=args.n_mels), config, exp_dir="unused")
     layers = [m for m in model.modules() if isinstance(m, BiGRU)]
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
           f"torch {torch.__version__}")
@@ -59,17 +54,18 @@ def main() -> None:
         samples = int(seconds * 16000)
         lengths = torch.full((batch,), samples)
         lengths[1::2] = int(samples * 0.9)  # bucketed batches still differ a little in length
-        audio = 0.1 * torch.randn(batch, samples)
         target_lengths = torch.full((batch,), int(seconds * 12))
-        targets = torch.randint(1, 29, (batch, int(target_lengths[0])))
+        data = Batch(0.1 * torch.randn(batch, samples), lengths,
+                     torch.randint(1, 29, (batch, int(target_lengths[0]))), target_lengths)
         times = {True: [], False: []}
         for round_ in range(args.steps + 2):
             for pack in (True, False):
                 for layer in layers:
                     layer.pack = pack
-                took = step(model, features, augment, optimizer, audio, lengths, targets, target_lengths)
+                started = time.perf_counter()
+                trainer.train_step(data)
                 if round_ >= 2:
-                    times[pack].append(took)
+                    times[pack].append(time.perf_counter() - started)
         packed, padded = statistics.median(times[True]), statistics.median(times[False])
         print(f"{batch:>3} x {seconds:>5.1f} s     {packed:>14.3f} {padded:>14.3f} {packed / padded:>8.2f}x")
 
