@@ -5,8 +5,8 @@ What the recipes ``speech_commands``, ``esc50`` and ``fsdd`` share:
 * configs: ``ClassifyConfig`` (features, model, training, augmentation, early
   stopping, the learning-rate range test), which each recipe extends with its
   ``data`` table;
-* ``WaveformAugment``: random time shift, speed perturbation and background
-  noise at a random SNR (SpecAugment on log-mels runs in the ``Trainer``);
+* waveform augmentation (``asr.augment``: time shift, speed, noise at a random
+  SNR) of the training clips; SpecAugment on log-mels runs in the ``Trainer``;
 * the task folder: ``prepare`` stages write ``<exp>/manifests/{train,dev,test}.jsonl``
   and ``<exp>/task.json`` (labels, noise recordings), and the stages below read them;
 * ``train_stage`` (the generic ``Trainer`` in chunks, early stopping on dev
@@ -22,7 +22,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from asr import checkpoint
-from asr.audio import SAMPLE_RATE
+from asr.augment import AugmentConfig, WaveformAugment
 from asr.data import (BucketingBatchSampler, ClassificationDataset, collate, load_entry_audio, read_manifest,
                       write_manifest)
 from asr.errors import AsrError
@@ -55,19 +54,6 @@ class ModelSection:
     dropout: float = 0.1
     init_from: str = ""  # kind "encoder": an ASR model file whose encoder weights start training
     freeze_encoder: bool = False  # train the pooling head only (with init_from: the ASR encoder as it is)
-
-
-@dataclass
-class AugmentConfig:
-    """Waveform augmentation of training clips (SpecAugment is ``train.specaugment``)."""
-
-    time_shift: float = 0.1  # seconds: a clip moves by up to this much either way (zero-filled)
-    speed_prob: float = 0.5  # share of clips played faster or slower
-    speed_range: tuple[float, float] = (0.9, 1.1)  # speed factors
-    noise_prob: float = 0.8  # share of clips mixed with background noise
-    snr_range: tuple[float, float] = (0.0, 20.0)  # signal-to-noise ratios in dB
-    synthetic_noise: bool = False  # with no noise recordings in the corpus: generated noises (asr.synth)
-    gain_range: tuple[float, float] = (0.0, 0.0)  # dB: each clip's level is changed by a random gain in this range
 
 
 @dataclass
@@ -136,101 +122,6 @@ def describe_splits(labels: list[str], splits: dict[str, list[dict]]) -> str:
     parts = [f"{name} {len(entries)} clips ({sum(e['duration'] for e in entries) / 60:.1f} min)"
              for name, entries in splits.items()]
     return f"{len(labels)} classes; " + ", ".join(parts)
-
-
-# --------------------------------------------------------------------------- augmentation
-
-def mix_at_snr(signal: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
-    """``signal + g * noise`` with ``g`` chosen so that the power ratio is ``snr_db`` dB.
-
-    Both are (samples,) of the same length. A silent signal or noise is returned unchanged.
-    """
-    p_signal, p_noise = signal.pow(2).mean(), noise.pow(2).mean()
-    if p_signal <= 1e-12 or p_noise <= 1e-12:
-        return signal
-    gain = torch.sqrt(p_signal / (p_noise * 10 ** (snr_db / 10)))
-    return signal + gain * noise
-
-
-def snr_db(signal: torch.Tensor, noise: torch.Tensor) -> float:
-    """The power ratio of ``signal`` to ``noise`` in dB."""
-    return float(10 * torch.log10(signal.pow(2).mean() / noise.pow(2).mean()))
-
-
-@lru_cache(maxsize=128)
-def _resampler(orig: int, new: int):
-    import torchaudio
-
-    return torchaudio.transforms.Resample(orig, new)
-
-
-def change_speed(audio: torch.Tensor, rate: int, base: int = 160) -> torch.Tensor:
-    """Play (samples,) audio ``base / rate`` times as fast: resampled from ``base`` to ``rate``
-    (in units of 100 Hz, so the filter stays small), pitch moving with the tempo."""
-    if rate == base:
-        return audio
-    with torch.no_grad():
-        return _resampler(base, rate)(audio[None])[0]
-
-
-class WaveformAugment:
-    """Training-time augmentation of one clip (samples,) at 16 kHz: speed, time shift, noise, gain.
-
-    Random draws come from torch's global generator, which the ``Trainer`` seeds
-    and saves in its checkpoints, so a resumed run sees the same augmentations.
-    """
-
-    def __init__(self, config: AugmentConfig, noise_files: list[str] = (), seed: int = 0) -> None:
-        self.config = config
-        self.noise_files = list(noise_files)
-        self.seed = seed
-        self._noises: list[torch.Tensor] | None = None
-
-    def noises(self) -> list[torch.Tensor]:
-        """Every noise recording at 16 kHz, loaded once."""
-        if self._noises is None:
-            if self.noise_files:
-                from asr.audio import load_audio
-
-                self._noises = [load_audio(path) for path in self.noise_files]
-            elif self.config.synthetic_noise:
-                from asr.synth import NOISES, make_noise
-
-                self._noises = [torch.from_numpy(make_noise(kind, 30.0, seed=self.seed)) for kind in NOISES]
-            else:
-                self._noises = []
-        return self._noises
-
-    def _uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * float(torch.rand(()))
-
-    def noise_like(self, n: int) -> torch.Tensor:
-        """A random stretch of ``n`` samples of a random noise recording (repeated if too short)."""
-        noises = self.noises()
-        noise = noises[int(torch.randint(len(noises), ()))]
-        if noise.numel() < n:
-            noise = noise.repeat(n // noise.numel() + 1)
-        start = int(torch.randint(noise.numel() - n + 1, ()))
-        return noise[start:start + n]
-
-    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        low, high = c.speed_range
-        if c.speed_prob > 0 and high > low and float(torch.rand(())) < c.speed_prob:
-            rate = round(160 / self._uniform(low, high))
-            audio = change_speed(audio, rate)
-        if c.time_shift > 0:
-            limit = int(c.time_shift * SAMPLE_RATE)
-            shift = int(torch.randint(-limit, limit + 1, ()))
-            if shift > 0:
-                audio = torch.cat([torch.zeros(shift), audio[:-shift]]) if shift < audio.numel() else audio * 0
-            elif shift < 0:
-                audio = torch.cat([audio[-shift:], torch.zeros(-shift)]) if -shift < audio.numel() else audio * 0
-        if c.noise_prob > 0 and float(torch.rand(())) < c.noise_prob and self.noises():
-            audio = mix_at_snr(audio, self.noise_like(audio.numel()), self._uniform(*c.snr_range))
-        if c.gain_range[1] > c.gain_range[0]:
-            audio = audio * 10 ** (self._uniform(*c.gain_range) / 20)
-        return audio
 
 
 # --------------------------------------------------------------------------- model and training

@@ -289,13 +289,15 @@ def read_fsdd(recordings) -> list[dict]:
 class AudioDataset(Dataset):
     """Manifest entries and their audio, optionally cached after the first read.
 
-    Subclasses say what goes with the audio (``_target``); ``durations`` feed the
-    batch sampler.
+    Subclasses say what goes with the audio; ``durations`` feed the batch sampler.
+    ``transform`` (waveform -> waveform, e.g. ``asr.augment.WaveformAugment``) runs
+    on every item that ``waveform`` returns; audio is cached before it.
     """
 
-    def __init__(self, entries: list[dict], cache_audio: bool = False) -> None:
+    def __init__(self, entries: list[dict], cache_audio: bool = False, transform=None) -> None:
         self.entries = entries
         self.cache: dict[int, torch.Tensor] | None = {} if cache_audio else None
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -312,17 +314,22 @@ class AudioDataset(Dataset):
                 self.cache[index] = audio
         return audio
 
+    def waveform(self, index: int) -> torch.Tensor:
+        """The item's audio after ``transform``."""
+        audio = self.audio(index)
+        return audio if self.transform is None else self.transform(audio)
+
 
 class SpeechDataset(AudioDataset):
     """Manifest entries -> (waveform (samples,), token ids (tokens,))."""
 
-    def __init__(self, entries: list[dict], tokenizer, cache_audio: bool = False) -> None:
-        super().__init__(entries, cache_audio)
+    def __init__(self, entries: list[dict], tokenizer, cache_audio: bool = False, transform=None) -> None:
+        super().__init__(entries, cache_audio, transform)
         self.tokenizer = tokenizer
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         text = self.entries[index]["text"]
-        return self.audio(index), torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+        return self.waveform(index), torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
 
 
 def load_entry_audio(entry: dict) -> torch.Tensor:
@@ -344,27 +351,19 @@ def load_entry_audio(entry: dict) -> torch.Tensor:
 
 
 class ClassificationDataset(AudioDataset):
-    """Manifest entries with a ``label`` -> (waveform (samples,), label index (1,)).
-
-    ``transform`` (waveform -> waveform) runs on every item, e.g. training
-    augmentation; decoded audio is cached before it when ``cache_audio``.
-    """
+    """Manifest entries with a ``label`` -> (waveform (samples,), label index (1,))."""
 
     def __init__(self, entries: list[dict], labels: list[str], transform=None, cache_audio: bool = False) -> None:
         index = {label: i for i, label in enumerate(labels)}
         unknown = sorted({e["label"] for e in entries} - set(index))
         if unknown:
             raise AsrError(f"labels not in the label set: {', '.join(unknown[:5])}")
-        super().__init__(entries, cache_audio)
+        super().__init__(entries, cache_audio, transform)
         self.labels = list(labels)
         self.targets = [index[e["label"]] for e in entries]
-        self.transform = transform
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        audio = self.audio(index)
-        if self.transform is not None:
-            audio = self.transform(audio)
-        return audio, torch.tensor([self.targets[index]], dtype=torch.long)
+        return self.waveform(index), torch.tensor([self.targets[index]], dtype=torch.long)
 
 
 @dataclass

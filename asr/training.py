@@ -184,9 +184,11 @@ class Trainer:
 
     @classmethod
     def for_ctc(cls, model, tokenizer, feature_config: FeatureConfig, train_entries: list[dict],
-                config: TrainConfig, exp_dir, dev_entries: list[dict] | None = None, extra: dict | None = None):
-        """Speech recognition: manifest entries with text, CTC loss, greedy dev WER/CER."""
-        dataset = SpeechDataset(train_entries, tokenizer, cache_audio=config.cache_audio)
+                config: TrainConfig, exp_dir, dev_entries: list[dict] | None = None, extra: dict | None = None,
+                transform: Callable | None = None):
+        """Speech recognition: manifest entries with text, CTC loss, greedy dev WER/CER.
+        ``transform`` changes each training waveform (``asr.augment.WaveformAugment``)."""
+        dataset = SpeechDataset(train_entries, tokenizer, cache_audio=config.cache_audio, transform=transform)
         trainer = cls(model, dataset, lambda out, batch: ctc_loss(*out, batch, tokenizer.blank),
                       {"task": "ctc", "tokenizer": tokenizer.to_dict(), "extra": extra or {}},
                       feature_config, config, exp_dir, dev_entries, evaluate_ctc)

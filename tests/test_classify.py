@@ -12,8 +12,7 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint, cli
-from asr.classify import (AugmentConfig, Report, WaveformAugment, change_speed, classify, format_prediction,
-                          load_classifier, mix_at_snr, snr_db)
+from asr.classify import Report, classify, format_prediction, load_classifier
 from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationDataset, background_noise_files,
                       load_entry_audio, read_esc50, read_fsdd, read_label_folders, split_by_lists,
                       to_twelve_classes, which_set)
@@ -166,42 +165,6 @@ def test_classification_dataset(tmp_path):
     assert dataset.durations[0] == pytest.approx(1.0)
     with pytest.raises(AsrError, match="not in the label set"):
         ClassificationDataset(entries, ["yes"])
-
-
-# --------------------------------------------------------------------------- augmentation
-
-@pytest.mark.parametrize("target", [-5.0, 0.0, 10.0, 20.0])
-def test_noise_mixing_hits_the_snr(target):
-    g = torch.Generator().manual_seed(0)
-    speech = torch.sin(torch.arange(16000) / 16000 * 2 * torch.pi * 300) * 0.2
-    noise = torch.randn(16000, generator=g) * 0.7
-    mixed = mix_at_snr(speech, noise, target)
-    assert snr_db(speech, mixed - speech) == pytest.approx(target, abs=1e-3)
-    assert torch.equal(mix_at_snr(torch.zeros(100), noise[:100], 0.0), torch.zeros(100))
-
-
-def test_waveform_augment_shift_speed_noise():
-    audio = torch.randn(16000) * 0.1
-    assert change_speed(audio, 160).shape == (16000,)
-    assert change_speed(audio, 176).numel() == 17600  # 160/176: slower, longer
-    assert change_speed(audio, 144).numel() == 14400
-
-    shift_only = WaveformAugment(AugmentConfig(time_shift=0.1, speed_prob=0.0, noise_prob=0.0))
-    torch.manual_seed(3)
-    shifted = shift_only(audio)
-    assert shifted.shape == audio.shape and not torch.equal(shifted, audio)
-    lag = int(torch.argmax(torch.stack([torch.dot(torch.roll(audio, k), shifted) for k in range(-1600, 1601)]))) - 1600
-    assert lag != 0 and torch.allclose(shifted[1600:-1600], torch.roll(audio, lag)[1600:-1600])
-
-    noisy = WaveformAugment(AugmentConfig(time_shift=0.0, speed_prob=0.0, noise_prob=1.0, snr_range=(5.0, 5.0),
-                                          synthetic_noise=True))
-    out = noisy(audio)
-    assert snr_db(audio, out - audio) == pytest.approx(5.0, abs=1e-3)
-    torch.manual_seed(1)
-    a = noisy(audio)
-    torch.manual_seed(1)
-    assert torch.equal(a, noisy(audio))  # the draws come from torch's generator, which checkpoints save
-    assert torch.equal(WaveformAugment(AugmentConfig(noise_prob=1.0, speed_prob=0.0, time_shift=0.0))(audio), audio)
 
 
 # --------------------------------------------------------------------------- features and models

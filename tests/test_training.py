@@ -4,6 +4,7 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint
+from asr.augment import AugmentConfig, WaveformAugment
 from asr.features import FeatureConfig, SpecAugmentConfig
 from asr.model import CTCModel, named_config
 from asr.text import CharTokenizer
@@ -25,7 +26,7 @@ def corpus(tmp_path):
     return entries
 
 
-def make_trainer(corpus, exp_dir, max_steps=8, **overrides):
+def make_trainer(corpus, exp_dir, max_steps=8, transform=None, **overrides):
     torch.manual_seed(0)
     tok = CharTokenizer()
     model = CTCModel(named_config("small", n_mels=20, cnn_channels=4, n_res_blocks=1, rnn_dim=16,
@@ -33,20 +34,29 @@ def make_trainer(corpus, exp_dir, max_steps=8, **overrides):
     config = TrainConfig(max_steps=max_steps, lr=3e-3, max_frames=1600, checkpoint_every=3, log_every=2,
                          specaugment=SpecAugmentConfig(freq_width=4, time_width=5, freq_warp=0.1), seed=7,
                          **overrides)
-    return Trainer.for_ctc(model, tok, FeatureConfig(n_mels=20), corpus, config, exp_dir, dev_entries=corpus[:3])
+    return Trainer.for_ctc(model, tok, FeatureConfig(n_mels=20), corpus, config, exp_dir, dev_entries=corpus[:3],
+                           transform=transform)
 
 
-def test_resume_gives_the_same_weights(corpus, tmp_path):
+def waveform_augment():
+    """Every random part of the waveform augmentation on: speed, room, shift, noise, gain."""
+    return WaveformAugment(AugmentConfig(speed_prob=0.5, reverb_prob=0.5, noise_prob=0.5, snr_range=(5.0, 30.0),
+                                         synthetic_noise=True, gain_range=(-6.0, 6.0)))
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "waveform-augment"])
+def test_resume_gives_the_same_weights(corpus, tmp_path, augment):
     """N steps straight == N/2 steps, a resume (fresh process state), N/2 more."""
-    straight = make_trainer(corpus, tmp_path / "a")
+    transform = waveform_augment if augment else lambda: None
+    straight = make_trainer(corpus, tmp_path / "a", transform=transform())
     straight.run(progress=False)
     assert straight.step == 8 and straight.epoch >= 1  # the run crosses an epoch boundary
 
-    first = make_trainer(corpus, tmp_path / "b")
+    first = make_trainer(corpus, tmp_path / "b", transform=transform())
     first.run(progress=False, stop_after=4)
     assert first.step == 4
     torch.manual_seed(12345)  # disturb the global RNG: the checkpoint must restore it
-    second = make_trainer(corpus, tmp_path / "b")
+    second = make_trainer(corpus, tmp_path / "b", transform=transform())
     second.run(progress=False, resume=True)
     assert second.step == 8
 

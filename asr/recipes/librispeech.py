@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from asr.augment import AugmentConfig
 from asr.config import load_config
 from asr.data import read_librispeech, read_ljspeech, read_manifest, write_manifest
 from asr.decoding import DecodingOptions
@@ -119,6 +120,7 @@ class RecipeConfig:
     tokenizer: str = "char"  # "char" or "sentencepiece"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig.off)  # waveform augmentation of training audio
     data: DataConfig = field(default_factory=DataConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -200,6 +202,7 @@ def train_model(config: RecipeConfig, train_entries: list[dict], dev_entries: li
     fresh initialisation. A resumed run takes everything from its checkpoint.
     Returns ``exp_dir/model.pt``.
     """
+    from asr.augment import WaveformAugment
     from asr.model import CTCModel, count_parameters, named_config
     from asr.training import Trainer
 
@@ -218,8 +221,9 @@ def train_model(config: RecipeConfig, train_entries: list[dict], dev_entries: li
           f"{schedule.max_steps} steps")
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    augment = WaveformAugment(config.augment, seed=schedule.seed) if config.augment.active else None
     trainer = Trainer.for_ctc(model, tokenizer, config.features, train_entries, schedule, exp_dir,
-                              dev_entries=dev_entries)
+                              dev_entries=dev_entries, transform=augment)
     started = time.perf_counter()
     trainer.run(resume=resume, progress=progress)
     path = trainer.export(exp_dir / "model.pt")
