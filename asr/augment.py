@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
 from asr.audio import SAMPLE_RATE
+from asr.errors import AsrError
 
 
 @dataclass
@@ -32,7 +34,8 @@ class AugmentConfig:
     drr_range: tuple[float, float] = (0.0, 12.0)  # direct-to-reverberant energy ratio, dB
     noise_prob: float = 0.8  # share of clips mixed with background noise
     snr_range: tuple[float, float] = (0.0, 20.0)  # signal-to-noise ratios in dB
-    synthetic_noise: bool = False  # with no noise recordings in the corpus: generated noises (asr.synth)
+    noise_dir: str = ""  # a folder of noise recordings (.wav, .flac, .ogg, any depth), e.g. MUSAN's noise/
+    synthetic_noise: bool = False  # with no noise recordings at all: generated noises (asr.synth)
     gain_range: tuple[float, float] = (0.0, 0.0)  # dB: each clip's level is changed by a random gain in this range
 
     @classmethod
@@ -104,18 +107,35 @@ def reverberate(audio: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
     return wet * (audio.pow(2).mean() / wet.pow(2).mean().clamp(min=1e-12)).sqrt()
 
 
+NOISE_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def noise_dir_files(folder: str) -> list[str]:
+    """The audio files anywhere under ``folder`` (sorted); none for ""."""
+    if not folder:
+        return []
+    root = Path(folder)
+    if not root.is_dir():
+        raise AsrError(f"{root}: noise folder not found")
+    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in NOISE_EXTENSIONS and p.is_file())
+    if not files:
+        raise AsrError(f"{root}: no noise recordings ({', '.join(NOISE_EXTENSIONS)}) in it")
+    return files
+
+
 class WaveformAugment:
     """Training-time augmentation of one waveform (samples,) at 16 kHz, in this order:
     speed, reverberation, time shift, background noise, gain."""
 
     def __init__(self, config: AugmentConfig, noise_files: list[str] = (), seed: int = 0) -> None:
         self.config = config
-        self.noise_files = list(noise_files)
+        self.noise_files = list(noise_files) + noise_dir_files(config.noise_dir)  # a bad folder fails here, early
         self.seed = seed
         self._noises: list[torch.Tensor] | None = None
 
     def noises(self) -> list[torch.Tensor]:
-        """Every noise recording at 16 kHz, loaded once."""
+        """Every noise recording (the corpus's ``noise_files``, then ``noise_dir``'s) at 16 kHz,
+        loaded once; the generated noises when there are none and ``synthetic_noise`` is on."""
         if self._noises is None:
             if self.noise_files:
                 from asr.audio import load_audio

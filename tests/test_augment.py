@@ -9,6 +9,7 @@ from torchaudio.functional import fftconvolve
 from asr.augment import (AugmentConfig, WaveformAugment, change_speed, mix_at_snr, reverberate,
                          room_impulse_response, snr_db)
 from asr.data import SpeechDataset
+from asr.errors import AsrError
 from asr.text import CharTokenizer
 
 
@@ -108,3 +109,24 @@ def test_speech_dataset_applies_the_transform_after_the_cache(tmp_path):
     assert torch.equal(first, again) and len(calls) == 2  # transformed on every read
     assert torch.allclose(first, 2 * ds.cache[0])  # the cache holds the audio as read
     assert tokens.tolist() == CharTokenizer().encode("yes")
+
+
+def test_noise_from_a_folder_of_recordings(tmp_path):
+    folder = tmp_path / "noise" / "sub"
+    folder.mkdir(parents=True)
+    t = np.arange(32000) / 16000
+    sf.write(folder / "hum.flac", (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), 16000)
+    (folder / "notes.txt").write_text("not audio")
+    noisy = WaveformAugment(AugmentConfig(time_shift=0.0, speed_prob=0.0, noise_prob=1.0, snr_range=(5.0, 5.0),
+                                          noise_dir=str(tmp_path / "noise")))
+    assert noisy.noise_files == [str(folder / "hum.flac")]
+    audio = torch.randn(16000) * 0.1
+    added = noisy(audio) - audio
+    assert snr_db(audio, added) == pytest.approx(5.0, abs=1e-3)
+    spectrum = torch.fft.rfft(added).abs()
+    assert int(spectrum.argmax()) == 1000  # 1 Hz bins: the recording's 1 kHz tone, not generated noise
+    with pytest.raises(AsrError, match="noise folder not found"):
+        WaveformAugment(AugmentConfig(noise_dir=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AsrError, match="no noise recordings"):
+        WaveformAugment(AugmentConfig(noise_dir=str(tmp_path / "empty")))
