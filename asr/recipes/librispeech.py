@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from asr.augment import AugmentConfig
+from asr.augment import AugmentConfig, WaveformAugment
 from asr.config import load_config
 from asr.data import read_librispeech, read_ljspeech, read_manifest, write_manifest
 from asr.decoding import DecodingOptions
@@ -202,7 +202,6 @@ def train_model(config: RecipeConfig, train_entries: list[dict], dev_entries: li
     fresh initialisation. A resumed run takes everything from its checkpoint.
     Returns ``exp_dir/model.pt``.
     """
-    from asr.augment import WaveformAugment
     from asr.model import CTCModel, count_parameters, named_config
     from asr.training import Trainer
 
