@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from asr.audio import SAMPLE_RATE
+from asr.audio import AUDIO_SUFFIXES, SAMPLE_RATE
 from asr.errors import AsrError
 
 
@@ -107,9 +107,6 @@ def reverberate(audio: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
     return wet * (audio.pow(2).mean() / wet.pow(2).mean().clamp(min=1e-12)).sqrt()
 
 
-NOISE_EXTENSIONS = (".wav", ".flac", ".ogg")
-
-
 def noise_dir_files(folder: str) -> list[str]:
     """The audio files anywhere under ``folder`` (sorted); none for ""."""
     if not folder:
@@ -117,9 +114,9 @@ def noise_dir_files(folder: str) -> list[str]:
     root = Path(folder)
     if not root.is_dir():
         raise AsrError(f"{root}: noise folder not found")
-    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in NOISE_EXTENSIONS and p.is_file())
+    files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
-        raise AsrError(f"{root}: no noise recordings ({', '.join(NOISE_EXTENSIONS)}) in it")
+        raise AsrError(f"{root}: no noise recordings ({', '.join(AUDIO_SUFFIXES)}) in it")
     return files
 
 

@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from asr.audio import load_audio
+from asr.audio import AUDIO_SUFFIXES, load_audio
 from asr.errors import AsrError
 from asr.text import normalize_text
 
@@ -116,7 +116,6 @@ UNKNOWN, SILENCE = "_unknown_", "_silence_"
 KWS12_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 KWS12_LABELS = (*KWS12_WORDS, UNKNOWN, SILENCE)
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
 def _speaker_of(name: str) -> str:
@@ -138,7 +137,7 @@ def read_label_folders(root) -> list[dict]:
         raise AsrError(f"{root}: not a folder")
     entries = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-        for audio in sorted(p for p in folder.iterdir() if p.suffix.lower() in _AUDIO_SUFFIXES):
+        for audio in sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
             entries.append({"id": f"{folder.name}/{audio.name}", "label": folder.name,
                             "speaker": _speaker_of(audio.name), "audio_filepath": str(audio),
                             "duration": sf.info(str(audio)).duration})
@@ -152,7 +151,7 @@ def background_noise_files(root) -> list[str]:
     folder = Path(root) / BACKGROUND_NOISE
     if not folder.is_dir():
         return []
-    return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in _AUDIO_SUFFIXES]
+    return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES]
 
 
 def which_set(name: str, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> str:
