@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from asr import checkpoint
 from asr.augment import AugmentConfig, WaveformAugment
-from asr.data import (BucketingBatchSampler, ClassificationDataset, collate, load_entry_audio, read_manifest,
+from asr.data import (Batch, BucketingBatchSampler, ClassificationDataset, collate, load_entry_audio, read_manifest,
                       write_manifest)
 from asr.errors import AsrError
 from asr.features import FeatureConfig, FeatureExtractor, SpecAugmentConfig
@@ -90,6 +90,7 @@ class ClassifyConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
 
     @property
     def exp(self) -> Path:
@@ -177,8 +178,38 @@ def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: 
 
 
 def classification_loss(log_probs: torch.Tensor, batch, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy of (batch, n_classes) log-probs against ``batch.targets[:, 0]``."""
-    return F.cross_entropy(log_probs.float(), batch.targets[:, 0], label_smoothing=label_smoothing)
+    """Mean cross-entropy of (batch, n_classes) log-probs against ``batch.targets[:, 0]``
+    (mixed with ``targets[:, 1]`` by the weights ``batch.mix`` of a mixup batch)."""
+    log_probs = log_probs.float()
+    loss = F.cross_entropy(log_probs, batch.targets[:, 0], label_smoothing=label_smoothing, reduction="none")
+    if batch.mix is not None:
+        other = F.cross_entropy(log_probs, batch.targets[:, 1], label_smoothing=label_smoothing, reduction="none")
+        loss = batch.mix * loss + (1 - batch.mix) * other
+    return loss.mean()
+
+
+class MixupCollate:
+    """``collate``, then mixup (Zhang et al. 2018): each clip of the batch is mixed with
+    another clip of the same batch, ``w * a + (1 - w) * b`` with ``w`` drawn from
+    Beta(alpha, alpha) and folded to at least 0.5, and the loss weighs both labels
+    by ``w`` and ``1 - w``. Draws from torch's global generator, so resume is exact."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def __call__(self, items):
+        batch = collate(items)
+        n = batch.audio.shape[0]
+        if n < 2:
+            return batch
+        beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
+        w = beta.sample((n,))
+        w = torch.maximum(w, 1 - w)
+        partner = torch.randperm(n)
+        audio = w[:, None] * batch.audio + (1 - w[:, None]) * batch.audio[partner]
+        targets = torch.stack([batch.targets[:, 0], batch.targets[partner, 0]], dim=1)
+        return Batch(audio, torch.maximum(batch.audio_lengths, batch.audio_lengths[partner]), targets,
+                     torch.full((n,), 2, dtype=torch.long), batch.indices, w)
 
 
 class _Loss:
@@ -204,7 +235,8 @@ def make_trainer(config: ClassifyConfig, labels: list[str], train_entries: list[
     augment = WaveformAugment(config.augment, noise_files, seed=train.seed)
     dataset = ClassificationDataset(train_entries, labels, transform=augment, cache_audio=train.cache_audio)
     meta = {"task": "classify", "labels": list(labels)}
-    return Trainer(model, dataset, _Loss(config.label_smoothing), meta, features, train, exp, collate_fn=collate)
+    batches = MixupCollate(config.mixup) if config.mixup > 0 else collate
+    return Trainer(model, dataset, _Loss(config.label_smoothing), meta, features, train, exp, collate_fn=batches)
 
 
 @torch.no_grad()

@@ -372,10 +372,11 @@ class Batch:
     targets: torch.Tensor  # (batch, max_tokens), padded with 0
     target_lengths: torch.Tensor  # (batch,)
     indices: list[int] | None = None
+    mix: torch.Tensor | None = None  # (batch,) mixup: the weight of targets[:, 0]; targets[:, 1] has the rest
 
     def to(self, device) -> "Batch":
-        return Batch(self.audio.to(device), self.audio_lengths.to(device),
-                     self.targets.to(device), self.target_lengths.to(device), self.indices)
+        return Batch(self.audio.to(device), self.audio_lengths.to(device), self.targets.to(device),
+                     self.target_lengths.to(device), self.indices, None if self.mix is None else self.mix.to(device))
 
 
 def pad_sequence_1d(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint, cli
-from asr.classify import Report, classify, format_prediction, load_classifier
-from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationDataset, background_noise_files,
+from asr.classify import MixupCollate, Report, classification_loss, classify, format_prediction, load_classifier
+from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationDataset, background_noise_files, collate,
                       load_entry_audio, read_esc50, read_fsdd, read_label_folders, split_by_lists,
                       to_twelve_classes, which_set)
 from asr.errors import AsrError
@@ -165,6 +165,27 @@ def test_classification_dataset(tmp_path):
     assert dataset.durations[0] == pytest.approx(1.0)
     with pytest.raises(AsrError, match="not in the label set"):
         ClassificationDataset(entries, ["yes"])
+
+
+def test_mixup_batches_and_loss():
+    torch.manual_seed(0)
+    items = [(torch.full((n,), float(k + 1)), torch.tensor([k])) for k, n in enumerate((800, 600, 700, 500))]
+    batch = MixupCollate(0.4)(items)
+    w = batch.mix
+    assert w.shape == (4,) and bool(((w >= 0.5) & (w <= 1)).all())
+    first, second = batch.targets[:, 0], batch.targets[:, 1]
+    assert first.tolist() == [0, 1, 2, 3] and sorted(second.tolist()) == [0, 1, 2, 3]
+    for i in range(4):  # each clip is w * itself + (1 - w) * its partner, over the longer of the two
+        j = int(second[i])
+        assert batch.audio_lengths[i] == max(len(items[i][0]), len(items[j][0]))
+        assert batch.audio[i, 0].item() == pytest.approx(w[i] * (i + 1) + (1 - w[i]) * (j + 1))
+    log_probs = torch.log_softmax(torch.randn(4, 5), dim=-1)
+    expected = -(w * log_probs[torch.arange(4), first] + (1 - w) * log_probs[torch.arange(4), second]).mean()
+    assert classification_loss(log_probs, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    plain = collate(items)  # no mixup: the plain cross-entropy
+    assert plain.mix is None
+    assert classification_loss(log_probs, plain).item() == pytest.approx(
+        -log_probs[torch.arange(4), plain.targets[:, 0]].mean().item(), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- features and models
