@@ -33,6 +33,7 @@ class FeatureConfig:
     kind: str = "logmel"  # "logmel", "complex" (STFT real and imaginary parts) or "waveform" (raw samples)
     f_max: float = 0.0  # log-mels: the top of the highest mel band in Hz; 0 = sample_rate / 2
     waveform_sample_rate: int = 8000  # kind "waveform": samples are resampled to this rate
+    floor_db: float = 0.0  # log-mels: floor each utterance at its loudest bin minus this many dB; 0 = off
 
     @property
     def frame_shift(self) -> float:
@@ -106,6 +107,9 @@ class FeatureExtractor(nn.Module):
         frames = self.output_lengths(lengths).clamp(max=feats.shape[-1])
         mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None]
         mask = mask[:, None, :]  # (batch, 1, frames)
+        if self.config.floor_db > 0:
+            peak = feats.masked_fill(~mask, -math.inf).amax(dim=(1, 2), keepdim=True)
+            feats = torch.maximum(feats, peak - self.config.floor_db * math.log(10) / 10)
         if self.config.normalize == "utterance":
             count = frames[:, None, None].clamp(min=1).to(feats.dtype)
             mean = (feats * mask).sum(-1, keepdim=True) / count

@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from asr.features import FeatureConfig, FeatureExtractor, SpecAugment, SpecAugmentConfig
@@ -13,6 +15,26 @@ def test_logmel_shapes_and_per_utterance_normalisation():
     assert torch.allclose(valid.mean(-1), torch.zeros(40), atol=1e-4)
     assert torch.allclose(valid.std(-1, unbiased=False), torch.ones(40), atol=1e-2)
     assert (feats[1, :, 51:] == 0).all()  # padding stays zero
+
+
+def test_floor_db_floors_each_utterance_below_its_own_peak():
+    torch.manual_seed(0)
+    t = torch.arange(16000) / 16000
+    loud = torch.sin(2 * math.pi * 440 * t)  # one strong band, the rest near the log's floor
+    audio = torch.stack([loud, 0.01 * loud])
+    audio[1, 8400:] = 10.0  # past its last frame: must not count as the second utterance's peak
+    lengths = torch.tensor([16000, 8000])
+    plain, frames = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none"))(audio, lengths)
+    floored, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none", floor_db=30.0))(audio, lengths)
+    drop = 30.0 * math.log(10) / 10  # 30 dB in natural-log power
+    for i, n in enumerate(frames.tolist()):
+        p, f = plain[i, :, :n], floored[i, :, :n]
+        assert torch.allclose(f.amax(), p.amax())  # each utterance keeps its own peak
+        assert torch.allclose(f.amin(), p.amax() - drop, atol=1e-5)  # and nothing lies further below it
+        kept = p >= p.amax() - drop
+        assert torch.equal(f[kept], p[kept]) and (f[~kept] > p[~kept]).all() and (~kept).any()
+    assert (floored[1, :, frames[1]:] == 0).all()  # padding stays zero
+    assert floored[0].amax() - floored[1].amax() > 3  # 40 dB apart: the floor is per utterance, not absolute
 
 
 def test_specaugment_masks_in_training_only():
