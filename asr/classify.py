@@ -34,7 +34,8 @@ from asr.data import (Batch, BucketingBatchSampler, ClassificationDataset, colla
                       write_manifest)
 from asr.errors import AsrError
 from asr.features import FeatureConfig, FeatureExtractor, SpecAugmentConfig
-from asr.model import FEATURE_KIND_OF, Classifier, ClassifierConfig, count_parameters, named_config
+from asr.model import (FEATURE_KIND_OF, Classifier, ClassifierConfig, Ensemble, build_model, count_parameters,
+                       named_config)
 from asr.training import TrainConfig
 
 SPLITS = ("train", "dev", "test")
@@ -91,6 +92,7 @@ class ClassifyConfig:
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
+    ensemble: int = 1  # models trained from seeds train.seed, train.seed + 1, ...; their probabilities averaged
 
     @property
     def exp(self) -> Path:
@@ -266,8 +268,9 @@ def _pad(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch.audio, batch.audio_lengths
 
 
-def _evaluate_dev(trainer, entries: list[dict], labels: list[str]) -> dict:
-    log_probs = predict(trainer.model, trainer.features, entries, trainer.device, trainer.config.max_frames)
+def _dev_metrics(net, features: FeatureExtractor, entries: list[dict], labels: list[str], device="cpu",
+                 max_frames: int = 20000) -> dict:
+    log_probs = predict(net, features, entries, device, max_frames)
     index = {label: i for i, label in enumerate(labels)}
     targets = torch.tensor([index[e["label"]] for e in entries])
     return {"accuracy": float((log_probs.argmax(-1) == targets).float().mean()),
@@ -310,7 +313,7 @@ def train_classifier(config: ClassifyConfig, labels: list[str], splits: dict[str
             first = False
             if state["stopped"] or not dev:
                 break
-            metrics = _evaluate_dev(trainer, dev, labels)
+            metrics = _dev_metrics(trainer.model, trainer.features, dev, labels, trainer.device, trainer.config.max_frames)
             state["evals"].append({"step": trainer.step, **metrics})
             if writer:
                 for name, value in metrics.items():
@@ -616,7 +619,47 @@ def train_stage(config: ClassifyConfig, resume: bool = False, progress: bool = T
     labels, splits, noise = read_task(config.exp)
     if not splits.get("train"):
         raise AsrError(f"{config.exp}: no training clips; run the prepare stage first")
+    if config.ensemble > 1:
+        return train_ensemble(config, labels, splits, noise, resume=resume, progress=progress)
     return train_classifier(config, labels, splits, noise, config.exp, resume=resume, progress=progress)
+
+
+def train_ensemble(config: ClassifyConfig, labels: list[str], splits: dict[str, list[dict]], noise_files: list[str],
+                   resume: bool = False, progress: bool = True) -> dict:
+    """``config.ensemble`` classifiers, each trained as ``train_classifier`` trains one, with seeds
+    ``train.seed``, ``train.seed + 1``, ... in ``<exp>/members/<i>/``; ``<exp>/model.pt`` averages
+    their probabilities. ``resume`` continues each member (finished ones are kept as they are)."""
+    summaries = []
+    for i in range(config.ensemble):
+        member = replace(config, ensemble=1, train=replace(config.train, seed=config.train.seed + i))
+        print(f"ensemble member {i + 1} of {config.ensemble} (seed {member.train.seed})", flush=True)
+        summaries.append(train_classifier(member, labels, splits, noise_files, config.exp / "members" / str(i),
+                                          resume=resume, progress=progress))
+    path = save_ensemble([s["model"] for s in summaries], config.exp / "model.pt")
+    dev = splits.get("dev") or []
+    accuracy = None
+    if dev:
+        model = load_classifier(path)
+        accuracy = _dev_metrics(model.net, model.features, dev, labels, model.device)["accuracy"]
+    seconds = sum(s["train_seconds"] for s in summaries)
+    print(f"ensemble of {config.ensemble}: trained in {seconds / 60:.1f} min; dev accuracy "
+          + (f"{100 * accuracy:.2f}%" if dev else "n/a") + " (members: "
+          + ", ".join("n/a" if s["dev_accuracy"] is None else f"{100 * s['dev_accuracy']:.2f}%" for s in summaries)
+          + f"); model saved to {path}")
+    return {"model": str(path), "parameters": sum(s["parameters"] for s in summaries),
+            "steps": sum(s["steps"] for s in summaries), "best_step": [s["best_step"] for s in summaries],
+            "dev_accuracy": accuracy, "train_seconds": round(seconds, 1)}
+
+
+def save_ensemble(paths: list, out) -> Path:
+    """One model file holding the classifiers in ``paths`` (one config, features and labels)."""
+    models = [checkpoint.load(p) for p in paths]
+    first = models[0]
+    for path, data in zip(paths, models):
+        if any(data.get(key) != first.get(key) for key in ("task", "model_config", "feature_config", "labels")):
+            raise AsrError(f"{path}: not the same kind of classifier as {paths[0]}; they cannot be averaged")
+    weights = {f"members.{i}.{name}": value for i, data in enumerate(models) for name, value in data["model"].items()}
+    return checkpoint.save_atomic({**first, "members": len(models), "model": weights}, out)
 
 
 # --------------------------------------------------------------------------- inference
@@ -625,7 +668,7 @@ def train_stage(config: ClassifyConfig, resume: bool = False, progress: bool = T
 class ClipClassifier:
     """A trained classifier with its front end and labels, ready for inference."""
 
-    net: Classifier
+    net: Classifier | Ensemble
     features: FeatureExtractor
     labels: list[str]
     device: torch.device
@@ -650,7 +693,10 @@ def load_classifier(path, device="cpu") -> ClipClassifier:
     labels = list(data.get("labels", []))
     if len(labels) != config.n_classes:
         raise AsrError(f"{path}: {config.n_classes} classes but {len(labels)} labels")
-    net = Classifier(config)
+    members = data.get("members", 1)
+    if not isinstance(members, int) or members < 1:
+        raise AsrError(f"{path}: bad ensemble size {members!r}")
+    net = build_model(config, members)
     net.load_state_dict(data["model"])
     device = torch.device(device)
     return ClipClassifier(net.to(device).eval(), FeatureExtractor(features).to(device).eval(), labels, device)

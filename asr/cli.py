@@ -105,7 +105,7 @@ def _info(args) -> int:
     target = args.target
     if target in NAMED_CONFIGS:
         config, source = named_config(target), f"named config {target!r}"
-        extra = {}
+        extra, members = {}, 1
     elif Path(target).suffix == ".toml":
         import tomllib
 
@@ -120,7 +120,7 @@ def _info(args) -> int:
         if "model_name" in data and "n_mels" in data.get("features", {}):
             overrides.setdefault("n_mels", data["features"]["n_mels"])
         config = named_config(name, **overrides)
-        source, extra = f"recipe config {target}", {}
+        source, extra, members = f"recipe config {target}", {}, 1
     else:
         from asr import checkpoint
 
@@ -129,14 +129,18 @@ def _info(args) -> int:
         data = checkpoint.load(target)
         config = config_from_checkpoint(data)
         source = f"model file {target}"
-        extra = {k: data[k] for k in ("task", "feature_config", "step") if k in data}
+        extra = {k: data[k] for k in ("task", "feature_config", "step", "members") if k in data}
+        members = data.get("members", 1)
         if "tokenizer" in data:
             extra["tokenizer"] = data["tokenizer"].get("kind")
         if "labels" in data:
             extra["labels"] = list(data["labels"])
     from dataclasses import asdict
 
-    model = build_model(config)
+    try:
+        model = build_model(config, members)
+    except (TypeError, ValueError) as exc:
+        raise AsrError(f"{target}: {exc}") from None
     print(f"{source}: {type(model).__name__}")
     print(json.dumps({"model_config": asdict(config), **extra}, indent=2, default=str))
     print(f"parameters: {count_parameters(model):,}")

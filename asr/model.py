@@ -10,7 +10,8 @@
 ``Classifier`` puts a pooling head (mean or attention over valid frames, then a
 linear layer, log-softmax) on the same ``Encoder``, or on one of three
 baselines: a 2-D CNN on log-mels, the same CNN on complex spectrograms, and the
-M5 1-D CNN on raw waveforms.
+M5 1-D CNN on raw waveforms. ``Ensemble`` averages the class probabilities of
+several classifiers of one config (trained from different seeds).
 
 The model returns log-probs and output lengths in every mode. It knows nothing
 of losses, optimisers or decoding.
@@ -18,6 +19,7 @@ of losses, optimisers or decoding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -436,6 +438,22 @@ class Classifier(nn.Module):
         return F.log_softmax(self.head(x, out_lengths).float(), dim=-1)
 
 
+class Ensemble(nn.Module):
+    """Classifiers of one config whose class probabilities are averaged: it returns the log
+    of their mean, log-probs (batch, n_classes) like each member."""
+
+    def __init__(self, members: list[Classifier]) -> None:
+        super().__init__()
+        if not members or any(m.config != members[0].config for m in members):
+            raise ValueError("an ensemble needs one or more classifiers of one config")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([member(feats, lengths) for member in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
 def load_encoder_weights(classifier: Classifier, source) -> int:
     """Copy the ``encoder.*`` weights of a CTC model file (or its loaded dict) into ``classifier``.
 
@@ -470,12 +488,15 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_model(config) -> nn.Module:
-    """The model a config describes (the one place that maps configs to classes)."""
+def build_model(config, members: int = 1) -> nn.Module:
+    """The model a config describes (the one place that maps configs to classes); a classifier
+    config with ``members`` > 1 gives an ``Ensemble`` of that many."""
+    if members < 1 or (members > 1 and not isinstance(config, ClassifierConfig)):
+        raise ValueError(f"an ensemble of {members} is not a model here (classifiers only, one or more)")
     if isinstance(config, ModelConfig):
         return CTCModel(config)
     if isinstance(config, ClassifierConfig):
-        return Classifier(config)
+        return Classifier(config) if members == 1 else Ensemble([Classifier(config) for _ in range(members)])
     raise TypeError(f"no model for config type {type(config).__name__}")
 
 

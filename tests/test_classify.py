@@ -18,7 +18,7 @@ from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationData
                       to_twelve_classes, which_set)
 from asr.errors import AsrError
 from asr.features import FeatureConfig, FeatureExtractor
-from asr.model import (CLASSIFIER_KINDS, Classifier, ClassifierConfig, CTCModel, PoolingHead, build_model,
+from asr.model import (CLASSIFIER_KINDS, Classifier, ClassifierConfig, CTCModel, Ensemble, PoolingHead, build_model,
                        config_from_checkpoint, count_parameters, load_encoder_weights, named_config)
 
 
@@ -236,6 +236,24 @@ def test_classifier_forward_and_padding(kind, pooling):
     assert torch.allclose(log_probs[0], model(a, torch.tensor([long]))[0], atol=1e-5)
     tiny = model(torch.randn(1, config.n_feats, 3), torch.tensor([3]))  # shorter than the poolings
     assert tiny.shape == (1, 5) and torch.isfinite(tiny).all()
+
+
+def test_ensemble_averages_its_members_probabilities():
+    torch.manual_seed(0)
+    config = tiny_classifier("cnn2d")
+    ensemble = build_model(config, members=3).eval()
+    assert isinstance(ensemble, Ensemble) and ensemble.config == config
+    assert count_parameters(ensemble) == 3 * count_parameters(build_model(config))
+    feats, lengths = torch.randn(4, 16, 30), torch.tensor([30, 25, 16, 9])
+    members = torch.stack([m(feats, lengths).exp() for m in ensemble.members])
+    assert not torch.allclose(members[0], members[1])  # members start from different weights
+    log_probs = ensemble(feats, lengths)
+    assert torch.allclose(log_probs.exp(), members.mean(0), atol=1e-6)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(4), atol=1e-5)
+    with pytest.raises(ValueError, match="one config"):
+        Ensemble([Classifier(config), Classifier(tiny_classifier("cnn2d", n_classes=3))])
+    with pytest.raises(ValueError, match="classifiers only"):
+        build_model(named_config("small"), members=2)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])

@@ -15,8 +15,9 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint, cli
-from asr.classify import make_trainer, read_task
-from asr.data import DIGITS
+from asr.classify import load_classifier, make_trainer, read_task
+from asr.data import DIGITS, load_entry_audio
+from asr.model import Ensemble, count_parameters
 from asr.recipes import esc50, fsdd, speech_commands
 from test_download import serve, server, sha256  # noqa: F401  (the Range-capable loopback server fixture)
 
@@ -195,8 +196,9 @@ def fake_fsdd(root: Path, speakers=("ann", "bob", "cat", "dan"), per_digit: int 
     return root
 
 
-def fsdd_config(tmp_path: Path, recordings: Path, exp: Path, extra: str = "") -> str:
+def fsdd_config(tmp_path: Path, recordings: Path, exp: Path, extra: str = "", top: str = "") -> str:
     return write_config(tmp_path / "fsdd.toml", f"""exp_dir = "{exp}"
+{top}
 {TINY_TRAINING}
 [data]
 recordings = "{recordings}"
@@ -274,6 +276,38 @@ def test_fsdd_train_resume_is_exact_and_evaluate_writes_reports(tmp_path):
     state = json.loads((halves / "early_stopping.json").read_text())
     assert [e["step"] for e in state["evals"]] == [8] and (halves / "model.pt").is_file()
     assert (halves / "learning_curve.png").is_file() and list((halves / "tensorboard").rglob("events.*"))
+
+
+def test_fsdd_ensemble_trains_seeded_members_and_averages_them(tmp_path, capsys):
+    torch.set_num_threads(1)
+    recordings = fake_fsdd(tmp_path / "rec")
+    exp = tmp_path / "exp"
+    config = fsdd_config(tmp_path, recordings, exp, top="ensemble = 2")
+    assert fsdd.main(["prepare", "--config", config]) == 0
+    assert fsdd.main(["train", "--config", config, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ensemble member 2 of 2 (seed 1)" in out and "ensemble of 2: trained in" in out
+    members = [load_classifier(exp / "members" / str(i) / "model.pt") for i in range(2)]
+    assert [json.loads((exp / "members" / str(i) / "config.json").read_text())["train"]["seed"] for i in range(2)] == [0, 1]
+    a, b = (dict(m.net.named_parameters()) for m in members)
+    assert any(not torch.equal(a[name], b[name]) for name in a)  # two seeds, two models
+
+    ensemble = load_classifier(exp / "model.pt")
+    assert isinstance(ensemble.net, Ensemble) and len(ensemble.net.members) == 2
+    audio = torch.stack([load_entry_audio(e)[:2400] for e in read_task(exp)[1]["test"]])
+    lengths = torch.full((len(audio),), 2400)
+    mean = torch.stack([m.log_probs(audio, lengths).exp() for m in members]).mean(0)
+    assert torch.allclose(ensemble.log_probs(audio, lengths).exp(), mean, atol=1e-5)
+
+    steps = [checkpoint.load(exp / "members" / str(i) / "checkpoints" / "last.pt")["step"] for i in range(2)]
+    assert fsdd.main(["train", "--config", config, "--resume", "--no-progress"]) == 0  # finished: nothing to add
+    assert [checkpoint.load(exp / "members" / str(i) / "checkpoints" / "last.pt")["step"] for i in range(2)] == steps
+    assert fsdd.main(["evaluate", "--config", config, "--no-progress"]) == 0
+    assert (exp / "results" / "test" / "report.txt").read_text().startswith("test: accuracy ")
+    capsys.readouterr()
+    assert cli.main(["info", str(exp / "model.pt")]) == 0
+    info = capsys.readouterr().out
+    assert '"members": 2' in info and f"parameters: {count_parameters(ensemble.net):,}" in info
 
 
 # --------------------------------------------------------------------------- end to end on synthetic speech
