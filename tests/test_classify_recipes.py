@@ -309,6 +309,14 @@ def test_fsdd_ensemble_trains_seeded_members_and_averages_them(tmp_path, capsys)
     info = capsys.readouterr().out
     assert '"members": 2' in info and f"parameters: {count_parameters(ensemble.net):,}" in info
 
+    data = checkpoint.load(exp / "model.pt")  # a member count that disagrees with the weights: one clear line
+    for members in (3, 1, 0, "2"):
+        checkpoint.save_atomic({**data, "members": members}, tmp_path / "bad.pt")
+        capsys.readouterr()
+        assert cli.main(["classify", str(recordings / "0_ann_0.wav"), "--model", str(tmp_path / "bad.pt")]) != 0
+        err = capsys.readouterr().err
+        assert "bad ensemble size" in err and "holds weights for 2" in err and "Traceback" not in err
+
 
 # --------------------------------------------------------------------------- end to end on synthetic speech
 
