@@ -16,3 +16,37 @@ def test_autocast_training_steps(corpus, tmp_path, precision):  # noqa: F811
     assert trainer.step == 4
     assert all(torch.isfinite(torch.tensor(trainer.history["loss"])))
     assert trainer.scaler.is_enabled() == (precision == "fp16")
+
+
+@pytest.fixture
+def no_tf32():
+    """cuDNN computes fp32 GRUs in TF32 by default (10-bit mantissas): off, to compare two paths exactly."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before
+
+
+def test_bigru_padded_path_matches_packed_sequences_on_cuda(no_tf32):
+    """The padded path (the default on every device) gives cuDNN's packed GRU's outputs and gradients."""
+    from asr.model import BiGRU
+
+    torch.manual_seed(0)
+    layer = BiGRU(16, 32, dropout=0.0).cuda()
+    assert layer.pack is False
+    x = torch.randn(5, 40, 16, device="cuda")
+    lengths = torch.tensor([40, 17, 1, 33, 25])
+    runs = []
+    for pack in (False, True):
+        layer.pack = pack
+        layer.zero_grad()
+        inputs = x.clone().requires_grad_()
+        out = layer(inputs, lengths)
+        out.pow(2).sum().backward()
+        runs.append((out, inputs.grad, [p.grad.clone() for p in layer.parameters()]))
+    (ours, ours_grad, ours_grads), (reference, reference_grad, reference_grads) = runs
+    assert (ours[1, 17:] == 0).all() and (ours[2, 1:] == 0).all()
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours_grad, reference_grad, atol=1e-5, rtol=1e-5)
+    for mine, theirs in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)

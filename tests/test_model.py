@@ -44,8 +44,8 @@ def test_encoder_output_dim():
 
 
 def test_bigru_on_padded_batches_matches_packed_sequences():
-    """On a CPU each direction runs on the padded batch; outputs and gradients must be those
-    of the packed GRU (which CUDA uses) with the same weights, padding ignored."""
+    """Each direction runs on the padded batch; outputs and gradients must be those of the
+    packed GRU with the same weights, padding ignored."""
     from asr.model import BiGRU
 
     torch.manual_seed(0)

@@ -2,28 +2,34 @@
 
     python tools/bench_train_step.py [--model small] [--n-mels 64] [--batch-seconds 60]
                                      [--utterance-seconds 4 8 16] [--steps 5]
+                                     [--device cuda] [--precision fp32 bf16 fp16]
 
 For each utterance length, a batch of that many seconds of audio (random noise,
 random character targets) takes full training steps, ``Trainer.train_step`` as
 training runs it: log-mels, SpecAugment, the model, CTC loss, backward, gradient
 clipping, AdamW and the OneCycle schedule. The two BiGRU paths
 (``BiGRU.pack``) alternate in the same process on the same model and batch, and
-each reports its median time per step.
+each reports its median time per step. With several ``--precision`` values
+(autocast on CUDA: bf16, or fp16 with a GradScaler) each gets a fresh model from
+the same seed, and the last column compares its faster path with the first
+precision's, measured in the same process.
 """
 
 import argparse
 import platform
 import statistics
+import sys
 import time
 from types import SimpleNamespace
 
 import torch
 
 from asr.data import Batch
+from asr.errors import AsrError
 from asr.features import FeatureConfig, SpecAugmentConfig
 from asr.model import BiGRU, CTCModel, count_parameters, named_config
 from asr.text import CharTokenizer
-from asr.training import TrainConfig, Trainer, ctc_loss
+from asr.training import TrainConfig, Trainer, ctc_loss, resolve_device
 
 
 def main() -> None:
@@ -33,42 +39,64 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=60.0, help="audio per batch, as the demo's max_frames")
     parser.add_argument("--utterance-seconds", type=float, nargs="+", default=[4.0, 8.0, 16.0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per path and length (after 2 warm-ups)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
+                        help="autocast dtypes to compare (bf16 and fp16 need CUDA)")
     args = parser.parse_args()
-
-    torch.manual_seed(0)
-    model = CTCModel(named_config(args.model, n_mels=args.n_mels))
+    device = resolve_device(args.device)
     blank = CharTokenizer().blank
-    config = TrainConfig(max_steps=2 * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
-                         specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12))
-    # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
-    trainer = Trainer(model, SimpleNamespace(durations=[1.0]), lambda out, batch: ctc_loss(*out, batch, blank),
-                      {}, FeatureConfig(n_mels=args.n_mels), config, exp_dir="unused")
-    layers = [m for m in model.modules() if isinstance(m, BiGRU)]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
-          f"torch {torch.__version__}")
-    print(f"model: {args.model} ({count_parameters(model):,} parameters), {args.n_mels} mels; "
-          f"batches of {args.batch_seconds:g} s of audio; median of {args.steps} steps")
-    print(f"{'utterances':>16} {'packed s/step':>14} {'padded s/step':>14} {'speed-up':>9}")
-    for seconds in args.utterance_seconds:
-        batch = max(1, round(args.batch_seconds / seconds))
-        samples = int(seconds * 16000)
-        lengths = torch.full((batch,), samples)
-        lengths[1::2] = int(samples * 0.9)  # bucketed batches still differ a little in length
-        target_lengths = torch.full((batch,), int(seconds * 12))
-        data = Batch(0.1 * torch.randn(batch, samples), lengths,
-                     torch.randint(1, 29, (batch, int(target_lengths[0]))), target_lengths)
-        times = {True: [], False: []}
-        for round_ in range(args.steps + 2):
-            for pack in (True, False):
-                for layer in layers:
-                    layer.pack = pack
-                started = time.perf_counter()
-                trainer.train_step(data)
-                if round_ >= 2:
-                    times[pack].append(time.perf_counter() - started)
-        packed, padded = statistics.median(times[True]), statistics.median(times[False])
-        print(f"{batch:>3} x {seconds:>5.1f} s     {packed:>14.3f} {padded:>14.3f} {packed / padded:>8.2f}x")
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def make_trainer(precision: str) -> tuple[Trainer, list[BiGRU]]:
+        torch.manual_seed(0)
+        model = CTCModel(named_config(args.model, n_mels=args.n_mels))
+        config = TrainConfig(max_steps=2 * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
+                             specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12),
+                             device=str(device), precision=precision)
+        # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
+        trainer = Trainer(model, SimpleNamespace(durations=[1.0]), lambda out, batch: ctc_loss(*out, batch, blank),
+                          {}, FeatureConfig(n_mels=args.n_mels), config, exp_dir="unused")
+        return trainer, [m for m in model.modules() if isinstance(m, BiGRU)]
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"machine: {where}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
+    print(f"model: {args.model} ({count_parameters(CTCModel(named_config(args.model, n_mels=args.n_mels))):,} "
+          f"parameters), {args.n_mels} mels; batches of {args.batch_seconds:g} s of audio; median of {args.steps} steps")
+    print(f"{'precision':>9} {'utterances':>16} {'packed s/step':>14} {'padded s/step':>14} {'speed-up':>9} "
+          f"{'vs ' + args.precision[0]:>9}")
+    baseline = {}
+    for precision in args.precision:
+        trainer, layers = make_trainer(precision)
+        for seconds in args.utterance_seconds:
+            batch = max(1, round(args.batch_seconds / seconds))
+            samples = int(seconds * 16000)
+            lengths = torch.full((batch,), samples)
+            lengths[1::2] = int(samples * 0.9)  # bucketed batches still differ a little in length
+            target_lengths = torch.full((batch,), int(seconds * 12))
+            data = Batch(0.1 * torch.randn(batch, samples), lengths,
+                         torch.randint(1, 29, (batch, int(target_lengths[0]))), target_lengths)
+            times = {True: [], False: []}
+            for round_ in range(args.steps + 2):
+                for pack in (True, False):
+                    for layer in layers:
+                        layer.pack = pack
+                    sync()
+                    started = time.perf_counter()
+                    trainer.train_step(data)
+                    sync()
+                    if round_ >= 2:
+                        times[pack].append(time.perf_counter() - started)
+            packed, padded = statistics.median(times[True]), statistics.median(times[False])
+            best = baseline.setdefault(seconds, min(packed, padded))
+            print(f"{precision:>9} {batch:>3} x {seconds:>5.1f} s     {packed:>14.4f} {padded:>14.4f} "
+                  f"{packed / padded:>8.2f}x {best / min(packed, padded):>8.2f}x")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AsrError as exc:
+        sys.exit(f"bench_train_step: {exc}")
