@@ -695,7 +695,8 @@ def load_classifier(path, device="cpu") -> ClipClassifier:
         raise AsrError(f"{path}: {config.n_classes} classes but {len(labels)} labels")
     members = data.get("members", 1)
     stored = {name.split(".", 2)[1] for name in data["model"] if name.startswith("members.")}
-    if not isinstance(members, int) or members < 1 or stored != ({str(i) for i in range(members)} if members > 1 else set()):
+    expected = {str(i) for i in range(members)} if isinstance(members, int) and members > 1 else set()
+    if not isinstance(members, int) or members < 1 or stored != expected:
         raise AsrError(f"{path}: bad ensemble size {members!r} (the file holds weights for {max(len(stored), 1)})")
     net = build_model(config, members)
     net.load_state_dict(data["model"])

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from test_model import bigru_both_paths
 from test_training import corpus, make_trainer  # noqa: F401
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -34,16 +35,7 @@ def test_bigru_padded_path_matches_packed_sequences_on_cuda(no_tf32):
     torch.manual_seed(0)
     layer = BiGRU(16, 32, dropout=0.0).cuda()
     assert layer.pack is False
-    x = torch.randn(5, 40, 16, device="cuda")
-    lengths = torch.tensor([40, 17, 1, 33, 25])
-    runs = []
-    for pack in (False, True):
-        layer.pack = pack
-        layer.zero_grad()
-        inputs = x.clone().requires_grad_()
-        out = layer(inputs, lengths)
-        out.pow(2).sum().backward()
-        runs.append((out, inputs.grad, [p.grad.clone() for p in layer.parameters()]))
+    runs = bigru_both_paths(layer, torch.randn(5, 40, 16, device="cuda"), torch.tensor([40, 17, 1, 33, 25]))
     (ours, ours_grad, ours_grads), (reference, reference_grad, reference_grads) = runs
     assert (ours[1, 17:] == 0).all() and (ours[2, 1:] == 0).all()
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)

@@ -43,15 +43,8 @@ def test_encoder_output_dim():
     assert out.shape[-1] == enc.output_dim == 16
 
 
-def test_bigru_on_padded_batches_matches_packed_sequences():
-    """Each direction runs on the padded batch; outputs and gradients must be those of the
-    packed GRU with the same weights, padding ignored."""
-    from asr.model import BiGRU
-
-    torch.manual_seed(0)
-    layer = BiGRU(6, 5, dropout=0.0)
-    x = torch.randn(4, 9, 6)
-    lengths = torch.tensor([9, 4, 1, 7])
+def bigru_both_paths(layer, x: torch.Tensor, lengths: torch.Tensor) -> list[tuple]:
+    """(output, input gradient, weight gradients) of ``layer`` on the padded path, then packed."""
     runs = []
     for pack in (False, True):
         layer.pack = pack
@@ -60,6 +53,17 @@ def test_bigru_on_padded_batches_matches_packed_sequences():
         out = layer(inputs, lengths)
         out.pow(2).sum().backward()
         runs.append((out, inputs.grad, [p.grad.clone() for p in layer.parameters()]))
+    return runs
+
+
+def test_bigru_on_padded_batches_matches_packed_sequences():
+    """Each direction runs on the padded batch; outputs and gradients must be those of the
+    packed GRU with the same weights, padding ignored."""
+    from asr.model import BiGRU
+
+    torch.manual_seed(0)
+    layer = BiGRU(6, 5, dropout=0.0)
+    runs = bigru_both_paths(layer, torch.randn(4, 9, 6), torch.tensor([9, 4, 1, 7]))
     (ours, ours_grad, ours_grads), (reference, reference_grad, reference_grads) = runs
     assert torch.allclose(ours, reference, atol=1e-6)
     assert (ours[1, 4:] == 0).all() and (ours[2, 1:] == 0).all()  # zero past each length, as packing gives
