@@ -87,8 +87,12 @@ class CNNLayerNorm(nn.Module):
         self.norm = nn.LayerNorm(n_feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, channels, feats, time) -> same shape."""
-        return self.norm(x.transpose(2, 3)).transpose(2, 3)
+        """x: (batch, channels, feats, time) -> same shape, contiguous.
+
+        Contiguous, so that the GELU, dropout and convolution after it do not run on a
+        transposed view: GELU's backward on one took 15 times as long on a CPU, and a
+        training step of `small` 1.04-1.09 times as long."""
+        return self.norm(x.transpose(2, 3)).transpose(2, 3).contiguous()
 
 
 class ResidualCNN(nn.Module):

@@ -132,8 +132,11 @@ class Trainer:
 
     def _one_cycle(self, total_steps: int):
         c = self.config
+        pct = c.pct_start
+        if math.isclose(pct * total_steps, 1.0):  # a one-step warm-up divides by zero in OneCycleLR
+            pct = (2.0 if total_steps > 2 else 0.5) / total_steps
         return torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=c.lr, total_steps=total_steps, pct_start=c.pct_start,
+            self.optimizer, max_lr=c.lr, total_steps=total_steps, pct_start=pct,
             div_factor=c.div_factor, final_div_factor=c.final_div_factor)
 
     def fit_to_time_budget(self, minutes: float, probe_steps: int = 6) -> int:

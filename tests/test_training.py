@@ -105,6 +105,16 @@ def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
     assert trainer.step == 2 and np.isfinite(trainer.history["loss"][-1])
 
 
+@pytest.mark.parametrize("max_steps, pct_start", [(10, 0.1), (2, 0.5), (4, 0.25), (1, 0.1)])
+def test_schedules_with_a_one_step_warm_up_run(corpus, tmp_path, max_steps, pct_start):
+    """OneCycleLR divides by zero when the warm-up is exactly one step (10 steps at the default
+    pct_start of 0.1, which a tiny time budget can pick): the trainer then warms up over two."""
+    trainer = make_trainer(corpus, tmp_path, max_steps=max_steps, pct_start=pct_start)
+    trainer.run(progress=False)
+    lrs = trainer.history["lr"]
+    assert trainer.step == max_steps and all(np.isfinite(lrs)) and max(lrs) <= trainer.config.lr
+
+
 def test_time_budget_only_sets_the_length(corpus, tmp_path):
     """A time budget picks max_steps on this machine; with no re-fits the run is the same as one
     given that many steps outright (the probe leaves no trace in RNGs or weights)."""

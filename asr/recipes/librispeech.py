@@ -31,6 +31,7 @@ finished work is skipped.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -79,6 +80,7 @@ class SynthConfig:
     pitch_range: tuple[float, float] = (0.8, 1.25)
     balance: str = "voice"  # "voice": every training voice an equal share; "engine": every TTS engine
     seed: int = 0
+    workers: int = 0  # synthesis processes; 0: one per CPU core
 
 
 @dataclass
@@ -468,7 +470,7 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
     started = time.perf_counter()
     make_librispeech_corpus(config.corpus.parent, _split_sentences(config.synth), voices, seed=config.synth.seed,
                             rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
-                            balance=config.synth.balance,
+                            balance=config.synth.balance, workers=config.synth.workers or os.cpu_count() or 1,
                             progress=progress)
     print(f"synthetic corpus ready in {config.corpus} ({time.perf_counter() - started:.0f} s); "
           f"{len(voices['train-synth'])} training voices, held out: {', '.join(sorted(held_out))}")
