@@ -2,6 +2,7 @@
 ``lm``, ``tune``, ``tokenizer`` and ``evaluate`` stages, and ``asr transcribe --decoder beam``."""
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -209,3 +210,26 @@ def test_decoding_benchmark_runs(experiment, tmp_path, shared_data):
     table = out.read_text()
     assert "machine: " in table and "cores" in table
     assert [line.split()[0] for line in table.splitlines()[-3:]] == ["greedy", "beam", "beam"]
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),
+                    reason="espeak-ng and flite are needed (bash tools/install_system_deps.sh)")
+def test_voice_cer_tool_scores_each_voice_on_the_same_sentences(tmp_path, shared_data):
+    model = tiny_model(tmp_path / "model.pt")
+    out = tmp_path / "voices.txt"
+    command = [sys.executable, "tools/voice_cer.py", "--model", model, "--sentences", "2", "--work", tmp_path / "work",
+               "--out", out, "--voices", "flite:slt", "flite:rms"]
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in out.read_text().splitlines()[3:]}
+    assert rows["flite:slt"][1:3] == ["in", "training"] and rows["flite:rms"][1:3] == ["held", "out"]
+    for row in rows.values():  # an untrained model that says "a": nearly every character wrong
+        assert 80 <= float(row[3]) <= 100
+    spoken = {p.parent.parent.parent.name: p for p in (tmp_path / "work").rglob("*.trans.txt")}
+    texts = [sorted(line.split(" ", 1)[1] for line in p.read_text().splitlines()) for p in spoken.values()]
+    assert len(texts) == 2 and texts[0] == texts[1]  # both voices said the same two sentences
+
+    proc = subprocess.run([*command[:-2], "flite:nosuch"], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 1 and proc.stderr.startswith("voice_cer: error: flite has no voice")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -39,5 +39,8 @@ asr classify ../shared/data/fsdd/recordings/3_george_0.wav ../shared/data/fsdd/r
     --model exp/fsdd/model.pt --top-k 3
 asr classify ../shared/data/fsdd/recordings/3_george_0.wav --model exp/fsdd/model.pt --format json
 
+# Measured results: CER per voice, the same test sentences spoken by each
+python tools/voice_cer.py --model exp/demo/model.pt
+
 # The model: training-step time, packed against padded BiGRU
 python tools/bench_train_step.py

@@ -433,7 +433,7 @@ def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict:
 
 # --------------------------------------------------------------------------- offline demo
 
-def _split_sentences(config: SynthConfig) -> dict[str, list[str]]:
+def split_sentences(config: SynthConfig) -> dict[str, list[str]]:
     """Disjoint train/dev/test sentences from the text file (no normalised duplicates across splits)."""
     from asr.text import normalize_text
 
@@ -468,7 +468,7 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
         "test-synth": [Voice.parse(v) for v in config.synth.test_voices],
     }
     started = time.perf_counter()
-    make_librispeech_corpus(config.corpus.parent, _split_sentences(config.synth), voices, seed=config.synth.seed,
+    make_librispeech_corpus(config.corpus.parent, split_sentences(config.synth), voices, seed=config.synth.seed,
                             rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
                             balance=config.synth.balance, workers=config.synth.workers or os.cpu_count() or 1,
                             progress=progress)

@@ -1,0 +1,81 @@
+"""CER of a LibriSpeech-demo model per voice: the same held-out sentences spoken by each voice.
+
+    python tools/voice_cer.py --model exp/demo/model.pt [--voices flite:slt flite:rms ...]
+        [--sentences 60] [--config recipes/librispeech/demo.toml] [--work exp/voice_cer] [--out voice_cer.txt]
+
+Every voice speaks the same sentences: the first ``--sentences`` of the demo's
+test split, which the demo never trains on, at random rates and pitches drawn
+as the demo draws them. So the rows compare voices, not sentences, and a voice
+the demo trains on ("in training") can be set beside one it holds out ("held
+out"). Each row gives greedy CER and, when the model has tuned beam-search
+options (stage ``tune``), beam+LM CER. The default voices are the demo's four
+flite voices and two espeak-ng ones, one of each engine held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+VOICES = ["flite:slt", "flite:awb", "flite:kal16", "flite:rms", "espeak-ng:en-us", "espeak-ng:en-us+f4"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a CTC model file (model.pt)")
+    parser.add_argument("--voices", nargs="+", default=VOICES, help="TTS voices, ENGINE:NAME")
+    parser.add_argument("--sentences", type=int, default=60, help="test sentences per voice (default 60)")
+    parser.add_argument("--config", help="the demo config whose split and voices apply (default: the demo's)")
+    parser.add_argument("--work", default="exp/voice_cer", help="folder for the synthesised audio")
+    parser.add_argument("--seed", type=int, default=5, help="seed of the rates and pitches")
+    parser.add_argument("--out", default="voice_cer.txt", help="write the table here too")
+    args = parser.parse_args(argv)
+
+    from asr.data import read_librispeech
+    from asr.decoding import DecodingOptions, make_decoder
+    from asr.errors import AsrError
+    from asr.inference import load_model, recognize_entries
+    from asr.recipes.librispeech import make_config, split_sentences
+    from asr.scoring import score
+    from asr.synth import Voice, make_librispeech_corpus
+
+    try:
+        config = make_config(args.config, "demo")
+        voices = [Voice.parse(v) for v in args.voices]
+        sentences = split_sentences(config.synth)["test-synth"][: args.sentences]
+        model = load_model(args.model)
+        folders = {v.id: f"voice-{i}" for i, v in enumerate(voices)}
+        corpus = make_librispeech_corpus(Path(args.work), {folders[v.id]: sentences for v in voices},
+                                         {folders[v.id]: [v] for v in voices}, seed=args.seed,
+                                         rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
+                                         workers=2, progress=False)
+    except AsrError as exc:
+        print(f"voice_cer: error: {exc}", file=sys.stderr)
+        return 1
+    held_out = set(config.synth.dev_voices) | set(config.synth.test_voices)
+    decoders = {"greedy": DecodingOptions()}
+    if model.extra.get("decoding"):
+        decoders["beam+LM"] = replace(DecodingOptions.from_dict(model.extra["decoding"]), processes=2)
+    lines = [f"model: {args.model}; {len(sentences)} test sentences per voice (CER %, WER % in brackets)", "",
+             f"{'voice':<26} {'in the demo':<12} " + " ".join(f"{name:>16}" for name in decoders)]
+    for voice in voices:
+        entries = read_librispeech(corpus / folders[voice.id])
+        refs = {e["id"]: e["text"] for e in entries}
+        cells = []
+        for options in decoders.values():
+            with make_decoder(options, model.tokenizer, model.frame_shift) as decoder:
+                result = score(refs, recognize_entries(model, entries, decoder, progress=False))
+            cells.append(f"{100 * result.cer.rate:6.1f} ({100 * result.wer.rate:5.1f})")
+        role = "held out" if voice.id in held_out else "in training"
+        lines.append(f"{voice.id:<26} {role:<12} " + " ".join(f"{c:>16}" for c in cells))
+    table = "\n".join(lines)
+    print(table)
+    Path(args.out).write_text(table + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
