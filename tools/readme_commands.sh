@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the README's user commands as written (after tools/setup.sh), in README
 # order, so that the README cannot drift from the code. CI calls it; it takes as
-# long as the demos (about 35 minutes on 2 cores; CI, set-up and tests included, took 39).
+# long as the demos (about 45 minutes on 2 cores; CI, set-up and tests included, took 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 set -x
