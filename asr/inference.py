@@ -133,15 +133,20 @@ def iter_log_probs(model: Recognizer, entries: list[dict], max_frames: int = 200
         yield indices, log_probs.cpu(), lengths.cpu()
 
 
+def decode_batches(decoder, batches, entries: list[dict]) -> dict[str, str]:
+    """Decode ``iter_log_probs`` batches of ``entries`` (each with an ``id``): id -> hypothesis text.
+
+    ``batches`` may be a list kept from one pass of the model, to decode it again
+    with other decoders or LM weights."""
+    return {entries[i]["id"]: hyp.text for indices, log_probs, lengths in batches
+            for i, hyp in zip(indices, decoder.decode(log_probs, lengths))}
+
+
 def recognize_entries(model: Recognizer, entries: list[dict], decoder=None, max_frames: int = 20000,
                       progress: bool = False) -> dict[str, str]:
     """Batch-decode manifest entries (each with an ``id``): id -> hypothesis text."""
     decoder = decoder or make_decoder(DecodingOptions(), model.tokenizer, model.frame_shift)
-    hyps: dict[str, str] = {}
-    for indices, log_probs, lengths in iter_log_probs(model, entries, max_frames, progress):
-        for i, hyp in zip(indices, decoder.decode(log_probs, lengths)):
-            hyps[entries[i]["id"]] = hyp.text
-    return hyps
+    return decode_batches(decoder, iter_log_probs(model, entries, max_frames, progress), entries)
 
 
 # --------------------------------------------------------------------------- writers

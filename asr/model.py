@@ -91,7 +91,7 @@ class CNNLayerNorm(nn.Module):
 
         Contiguous, so that the GELU, dropout and convolution after it do not run on a
         transposed view: GELU's backward on one took 15 times as long on a CPU, and a
-        training step of `small` 1.04-1.09 times as long."""
+        training step of `small` 1.01-1.07 times as long."""
         return self.norm(x.transpose(2, 3)).transpose(2, 3).contiguous()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from asr import checkpoint
 from asr.decoding import DecodingOptions, make_decoder
 from asr.errors import AsrError
-from asr.inference import Recognizer, iter_log_probs
+from asr.inference import Recognizer, decode_batches, iter_log_probs
 from asr.scoring import Scores, score
 
 # what a tuned model file keeps: enough to rebuild the decoder, nothing machine-specific
@@ -72,11 +72,7 @@ def grid_search(model: Recognizer, entries: list[dict], options: DecodingOptions
     with make_decoder(replace(options, decoder="beam"), model.tokenizer, model.frame_shift) as decoder:
         for alpha, beta in points:
             decoder.set_weights(alpha, beta)
-            hyps = {}
-            for indices, log_probs, lengths in cached:
-                for i, hyp in zip(indices, decoder.decode(log_probs, lengths)):
-                    hyps[entries[i]["id"]] = hyp.text
-            grid.append(GridPoint(alpha, beta, score(refs, hyps)))
+            grid.append(GridPoint(alpha, beta, score(refs, decode_batches(decoder, cached, entries))))
     best = min(grid, key=lambda g: (g.scores.wer.errors, g.scores.cer.errors))  # min keeps the first of ties
     return TuneResult(replace(options, decoder="beam", alpha=best.alpha, beta=best.beta), grid,
                       time.perf_counter() - started)

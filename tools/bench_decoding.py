@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from asr.data import read_ljspeech
     from asr.decoding import DecodingOptions, make_decoder
     from asr.errors import AsrError
-    from asr.inference import iter_log_probs, load_model
+    from asr.inference import decode_batches, iter_log_probs, load_model
     from asr.recipes import shared_data
     from asr.scoring import score
 
@@ -83,11 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         with make_decoder(options, model.tokenizer, model.frame_shift) as decoder:
             if len(batches[0][0]) > 1:  # start the worker pool outside the timing
                 decoder.decode(batches[0][1][:2], batches[0][2][:2])
-            hyps = {}
             started = time.perf_counter()
-            for indices, log_probs, lengths in batches:
-                for i, hyp in zip(indices, decoder.decode(log_probs, lengths)):
-                    hyps[clips[i]["id"]] = hyp.text
+            hyps = decode_batches(decoder, batches, clips)
             seconds = time.perf_counter() - started
         result = score(refs, hyps)
         return seconds, result.wer.rate, result.cer.rate

@@ -15,6 +15,7 @@ flite voices and two espeak-ng ones, one of each engine held out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from asr.data import read_librispeech
     from asr.decoding import DecodingOptions, make_decoder
     from asr.errors import AsrError
-    from asr.inference import load_model, recognize_entries
+    from asr.inference import decode_batches, iter_log_probs, load_model
     from asr.recipes.librispeech import make_config, split_sentences
     from asr.scoring import score
     from asr.synth import Voice, make_librispeech_corpus
@@ -50,26 +51,28 @@ def main(argv: list[str] | None = None) -> int:
         corpus = make_librispeech_corpus(Path(args.work), {folders[v.id]: sentences for v in voices},
                                          {folders[v.id]: [v] for v in voices}, seed=args.seed,
                                          rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
-                                         workers=2, progress=False)
+                                         workers=config.synth.worker_count, progress=False)
     except AsrError as exc:
         print(f"voice_cer: error: {exc}", file=sys.stderr)
         return 1
     held_out = set(config.synth.dev_voices) | set(config.synth.test_voices)
-    decoders = {"greedy": DecodingOptions()}
+    options = {"greedy": DecodingOptions()}
     if model.extra.get("decoding"):
-        decoders["beam+LM"] = replace(DecodingOptions.from_dict(model.extra["decoding"]), processes=2)
+        options["beam+LM"] = replace(DecodingOptions.from_dict(model.extra["decoding"]), processes=2)
     lines = [f"model: {args.model}; {len(sentences)} test sentences per voice (CER %, WER % in brackets)", "",
-             f"{'voice':<26} {'in the demo':<12} " + " ".join(f"{name:>16}" for name in decoders)]
-    for voice in voices:
-        entries = read_librispeech(corpus / folders[voice.id])
-        refs = {e["id"]: e["text"] for e in entries}
-        cells = []
-        for options in decoders.values():
-            with make_decoder(options, model.tokenizer, model.frame_shift) as decoder:
-                result = score(refs, recognize_entries(model, entries, decoder, progress=False))
-            cells.append(f"{100 * result.cer.rate:6.1f} ({100 * result.wer.rate:5.1f})")
-        role = "held out" if voice.id in held_out else "in training"
-        lines.append(f"{voice.id:<26} {role:<12} " + " ".join(f"{c:>16}" for c in cells))
+             f"{'voice':<26} {'in the demo':<12} " + " ".join(f"{name:>16}" for name in options)]
+    with contextlib.ExitStack() as stack:  # one decoder (and beam-search pool) for every voice
+        decoders = [stack.enter_context(make_decoder(o, model.tokenizer, model.frame_shift)) for o in options.values()]
+        for voice in voices:
+            entries = read_librispeech(corpus / folders[voice.id])
+            refs = {e["id"]: e["text"] for e in entries}
+            batches = list(iter_log_probs(model, entries))  # the acoustic model runs once; each decoder reads it
+            cells = []
+            for decoder in decoders:
+                result = score(refs, decode_batches(decoder, batches, entries))
+                cells.append(f"{100 * result.cer.rate:6.1f} ({100 * result.wer.rate:5.1f})")
+            role = "held out" if voice.id in held_out else "in training"
+            lines.append(f"{voice.id:<26} {role:<12} " + " ".join(f"{c:>16}" for c in cells))
     table = "\n".join(lines)
     print(table)
     Path(args.out).write_text(table + "\n")

@@ -82,6 +82,10 @@ class SynthConfig:
     seed: int = 0
     workers: int = 0  # synthesis processes; 0: one per CPU core
 
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
 
 @dataclass
 class LMConfig:
@@ -470,7 +474,7 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
     started = time.perf_counter()
     make_librispeech_corpus(config.corpus.parent, split_sentences(config.synth), voices, seed=config.synth.seed,
                             rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
-                            balance=config.synth.balance, workers=config.synth.workers or os.cpu_count() or 1,
+                            balance=config.synth.balance, workers=config.synth.worker_count,
                             progress=progress)
     print(f"synthetic corpus ready in {config.corpus} ({time.perf_counter() - started:.0f} s); "
           f"{len(voices['train-synth'])} training voices, held out: {', '.join(sorted(held_out))}")
