@@ -1,7 +1,9 @@
 """Synthetic speech from text-to-speech engines, written in the layouts of real corpora.
 
-Two engines are driven as subprocesses: ``espeak-ng`` (formant synthesis, many
-accents and voice variants) and ``flite`` (CMU diphone and clustergen voices).
+Three engines are driven as subprocesses: ``espeak-ng`` (formant synthesis, many
+accents and voice variants), ``flite`` (CMU diphone and clustergen voices) and
+``rhvoice`` (``RHVoice-test``: statistical parametric voices trained on recordings
+of real speakers, among them CMU ARCTIC speakers; Debian non-free, opt-in).
 The corpora they produce are laid out exactly like the real ones, so the same
 readers and recipes run on them offline:
 
@@ -41,17 +43,24 @@ from asr.errors import AsrError
 from asr.text import normalize_text
 
 SAMPLE_RATE = 16000
-ENGINES = ("espeak-ng", "flite")
+ENGINES = ("espeak-ng", "flite", "rhvoice")
+# The engines whose voices the corpora use unless told otherwise: the free ones that
+# tools/install_system_deps.sh installs. RHVoice is Debian non-free and opt-in, so that
+# what a recipe synthesises does not depend on what else happens to be installed.
+DEFAULT_ENGINES = ("espeak-ng", "flite")
 BALANCES = ("voice", "engine")  # make_librispeech_corpus: equal shares per voice, or per engine
-_INSTALL = {"espeak-ng": "apt-get install espeak-ng", "flite": "apt-get install flite"}
+_PROGRAM = {"espeak-ng": "espeak-ng", "flite": "flite", "rhvoice": "RHVoice-test"}
+_INSTALL = {"espeak-ng": "apt-get install espeak-ng", "flite": "apt-get install flite",
+            "rhvoice": "apt-get install rhvoice rhvoice-english (Debian non-free; tools/install_system_deps.sh --non-free)"}
+_RHVOICE_DIRS = ("/usr/share/RHVoice/voices", "/usr/local/share/RHVoice/voices")
 
 
 @dataclass(frozen=True)
 class Voice:
     """One TTS voice: an engine and the engine's own name for the voice."""
 
-    engine: str  # "espeak-ng" | "flite"
-    name: str  # espeak-ng: "<language>[+<variant>]"; flite: a voice from `flite -lv`
+    engine: str  # "espeak-ng" | "flite" | "rhvoice"
+    name: str  # espeak-ng: "<language>[+<variant>]"; flite: a voice from `flite -lv`; rhvoice: a voice folder
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -110,12 +119,19 @@ VOICES: tuple[Voice, ...] = tuple(Voice.parse(v) for v in (
     "espeak-ng:en-gb-x-gbclan+aunty",
     "espeak-ng:en-gb-x-gbcwmd+steph",
     "espeak-ng:en-us+belinda",
+    "rhvoice:alan",         # Scottish male
+    "rhvoice:bdl",          # US male (CMU ARCTIC)
+    "rhvoice:clb",          # US female (CMU ARCTIC)
+    "rhvoice:slt",          # US female (CMU ARCTIC; the speaker of flite:slt)
+    "rhvoice:evgeniy-eng",  # male, Russian-accented English
+    "rhvoice:lyubov",       # female
 ))
 
 _FEMALE = {"flite:slt", "espeak-ng:en-us+f2", "espeak-ng:en-us+f4", "espeak-ng:en-us-nyc+linda",
            "espeak-ng:en+f3", "espeak-ng:en-gb-x-rp+f5", "espeak-ng:en-gb-scotland+f1",
            "espeak-ng:en-029+Annie", "espeak-ng:en-gb-x-gbclan+aunty",
-           "espeak-ng:en-gb-x-gbcwmd+steph", "espeak-ng:en-us+belinda"}
+           "espeak-ng:en-gb-x-gbcwmd+steph", "espeak-ng:en-us+belinda", "rhvoice:clb", "rhvoice:slt",
+           "rhvoice:lyubov"}
 
 # Mean F0 (Hz) of the flite voices that honour int_f0_target_mean. rms takes its
 # F0 contour from a separate model that ignores the target, so its pitch is
@@ -129,12 +145,12 @@ _ESPEAK_AMPLITUDE = 60  # espeak-ng's default of 100 clips with some variants
 
 @lru_cache(maxsize=None)
 def _engine_present(engine: str) -> bool:
-    return shutil.which(engine) is not None
+    return shutil.which(_PROGRAM[engine]) is not None
 
 
 def _run(engine: str, args: list[str], stdin: bytes | None = None) -> bytes:
     try:
-        proc = subprocess.run([engine, *args], input=stdin, capture_output=True, timeout=300)
+        proc = subprocess.run([_PROGRAM[engine], *args], input=stdin, capture_output=True, timeout=300)
     except FileNotFoundError:
         raise AsrError(f"{engine} is not installed: {_INSTALL[engine]}") from None
     except subprocess.TimeoutExpired:
@@ -162,6 +178,12 @@ def _espeak_variants() -> frozenset[str]:
     return frozenset(names)
 
 
+@lru_cache(maxsize=None)
+def _rhvoice_voices() -> frozenset[str]:
+    return frozenset(p.name for d in _RHVOICE_DIRS if Path(d).is_dir() for p in Path(d).iterdir()
+                     if (p / "voice.info").is_file())
+
+
 def _check_voice(voice: Voice) -> None:
     """Fail early on a voice the engine would silently replace by another."""
     if not _engine_present(voice.engine):
@@ -169,16 +191,25 @@ def _check_voice(voice: Voice) -> None:
     if voice.engine == "flite":
         if "/" not in voice.name and voice.name not in _flite_voices():
             raise AsrError(f"flite has no voice {voice.name!r} (flite -lv lists: {' '.join(sorted(_flite_voices()))})")
+    elif voice.engine == "rhvoice":  # RHVoice-test speaks an unknown voice in its default one
+        if voice.name not in _rhvoice_voices():
+            found = " ".join(sorted(_rhvoice_voices())) or "none"
+            raise AsrError(f"rhvoice has no voice {voice.name!r} (installed: {found}; {_INSTALL['rhvoice']})")
     else:
         variant = voice.name.partition("+")[2]
         if variant and variant not in _espeak_variants():
             raise AsrError(f"espeak-ng has no variant {variant!r} (see espeak-ng --voices=variant)")
 
 
-def available_voices() -> tuple[Voice, ...]:
-    """The catalogue voices whose engine (and voice) is installed on this machine."""
+def available_voices(engines: Sequence[str] = DEFAULT_ENGINES) -> tuple[Voice, ...]:
+    """The catalogue voices of ``engines`` whose engine (and voice) is installed on this machine."""
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise AsrError(f"unknown TTS engine(s) {', '.join(unknown)} (expected some of {', '.join(ENGINES)})")
     found = []
     for voice in VOICES:
+        if voice.engine not in engines:
+            continue
         try:
             _check_voice(voice)
         except AsrError:
@@ -281,6 +312,10 @@ def synthesize(text: str, voice: Voice | str, rate: float = 1.0, pitch: float = 
                 "-p", str(min(99, max(0, round(50 + 100 * math.log(pitch))))),
                 "-a", str(_ESPEAK_AMPLITUDE), "--stdout"]
         audio, sr = _read_wav(_run("espeak-ng", args, stdin=spoken.encode()), voice)
+    elif voice.engine == "rhvoice":  # -r and -t are percentages of the voice's own rate and pitch
+        args = ["-p", voice.name, "-r", str(max(50, round(100 * rate))), "-t", str(round(100 * pitch)),
+                "-o", "/dev/stdout"]
+        audio, sr = _read_wav(_run("rhvoice", args, stdin=spoken.encode()), voice)
     else:
         f0 = _FLITE_F0.get(voice.name)
         # Without an F0 target, pitch comes from playing the audio faster: stretch

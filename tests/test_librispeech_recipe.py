@@ -128,6 +128,22 @@ def test_demo_end_to_end_on_a_tiny_corpus(tmp_path, shared_data, need_espeak, ca
     assert '"words"' in proc.stdout
 
 
+def test_synth_engines_choose_the_training_voices(tmp_path, shared_data, need_espeak, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_DEMO.replace("n_train = 10", "n_train = 6\nengines = [\"espeak-ng\"]")
+                      .replace('test = ["test-synth"]', "test = []"))
+    exp = tmp_path / "exp"
+    assert main(["synthesize", "--config", str(config), "--exp-dir", str(exp), "--no-progress"]) == 0
+    speakers = (exp / "data" / "LibriSpeech" / "SPEAKERS.TXT").read_text().splitlines()[1:]
+    train = [line.split("|")[-1].strip() for line in speakers if "train-synth" in line]
+    assert len(train) == 6 and all(v.startswith("espeak-ng:") for v in train)
+
+    config.write_text(TINY_DEMO.replace("n_train = 10", "n_train = 6\nengines = [\"festival\"]"))
+    assert main(["synthesize", "--config", str(config), "--exp-dir", str(tmp_path / "exp2")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown TTS engine(s) festival" in err and "Traceback" not in err
+
+
 def test_run_sh_runs_the_chosen_stages_in_order(tmp_path):
     """recipes/librispeech/run.sh (the shared recipes/stages.sh loop): stage 2 only, by number."""
     import os

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from asr.errors import AsrError
-from asr.synth import (NOISES, VOICES, Voice, available_voices, make_librispeech_corpus, make_noise,
-                       make_speech_commands_corpus, speaker_hash, synthesize)
+from asr.synth import (DEFAULT_ENGINES, ENGINES, NOISES, VOICES, Voice, available_voices, make_librispeech_corpus,
+                       make_noise, make_speech_commands_corpus, speaker_hash, synthesize)
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
@@ -20,9 +20,13 @@ HAVE_FLITE = shutil.which("flite") is not None
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install espeak-ng)")
 needs_both = pytest.mark.skipif(not (HAVE_ESPEAK and HAVE_FLITE),
                                 reason="espeak-ng and flite are not installed (apt-get install espeak-ng flite)")
+HAVE_RHVOICE = shutil.which("RHVoice-test") is not None
+needs_rhvoice = pytest.mark.skipif(not HAVE_RHVOICE, reason="RHVoice is not installed (Debian non-free: "
+                                   "bash tools/install_system_deps.sh --non-free)")
 
 ESPEAK = Voice("espeak-ng", "en-us+f2")
 FLITE = Voice("flite", "slt")
+RHVOICE = Voice("rhvoice", "bdl")
 SENTENCE = "The prisoners fished for alms at the gratings, 2 of them."
 
 
@@ -38,7 +42,7 @@ def test_voice_ids_round_trip():
 
 
 @needs_both
-@pytest.mark.parametrize("voice", [ESPEAK, FLITE], ids=str)
+@pytest.mark.parametrize("voice", [ESPEAK, FLITE, pytest.param(RHVOICE, marks=needs_rhvoice)], ids=str)
 def test_synthesize_speaks(voice):
     audio = synthesize(SENTENCE, voice)
     assert audio.dtype == np.float32 and audio.ndim == 1
@@ -54,10 +58,35 @@ def test_synthesize_speaks(voice):
     assert len(synthesize(SENTENCE, voice, sample_rate=8000)) == pytest.approx(len(audio) / 2, rel=0.02)
 
 
+def _f0(audio: np.ndarray, sample_rate: int = 16000) -> float:
+    """Median F0 (Hz) of the voiced 40 ms frames, by autocorrelation."""
+    frame, found = int(0.04 * sample_rate), []
+    for start in range(0, len(audio) - frame, frame // 2):
+        x = audio[start:start + frame] - audio[start:start + frame].mean()
+        if np.sqrt(np.mean(x**2)) < 0.05 * np.abs(audio).max():
+            continue
+        ac = np.correlate(x, x, "full")[frame - 1:]
+        lo, hi = sample_rate // 400, sample_rate // 60
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.5 * ac[0]:
+            found.append(sample_rate / lag)
+    return float(np.median(found))
+
+
+@needs_rhvoice
+def test_rhvoice_pitch_follows_the_factor():
+    low, high = synthesize(SENTENCE, RHVOICE, pitch=0.8), synthesize(SENTENCE, RHVOICE, pitch=1.25)
+    assert _f0(high) / _f0(low) == pytest.approx(1.25 / 0.8, rel=0.15)
+    assert len(high) == pytest.approx(len(low), rel=0.05)  # pitch alone leaves the timing
+
+
 @needs_both
 def test_catalogue_voices_are_distinct():
-    voices = available_voices()
-    assert len(voices) == len(VOICES)
+    assert available_voices() == tuple(v for v in VOICES if v.engine in DEFAULT_ENGINES)  # opt-in engines left out
+    voices = available_voices(ENGINES)
+    assert voices == tuple(v for v in VOICES if v.engine != "rhvoice" or HAVE_RHVOICE)
+    with pytest.raises(AsrError, match="unknown TTS engine"):
+        available_voices(["festival"])
     digests = {hashlib.sha1(synthesize("hello there", v).tobytes()).hexdigest() for v in voices}
     assert len(digests) == len(voices)  # no variant silently ignored by its engine
 
@@ -68,6 +97,8 @@ def test_synthesize_errors():
         synthesize(" -- ", ESPEAK)
     with pytest.raises(AsrError, match="no voice"):
         synthesize("hello", Voice("flite", "nosuch"))
+    with pytest.raises(AsrError, match="rhvoice has no voice .nosuch.|rhvoice is not installed"):
+        synthesize("hello", Voice("rhvoice", "nosuch"))
     with pytest.raises(AsrError, match="no variant"):
         synthesize("hello", Voice("espeak-ng", "en-us+nosuch"))
     with pytest.raises(AsrError, match="failed"):

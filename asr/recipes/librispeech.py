@@ -79,6 +79,7 @@ class SynthConfig:
     rate_range: tuple[float, float] = (0.85, 1.2)
     pitch_range: tuple[float, float] = (0.8, 1.25)
     balance: str = "voice"  # "voice": every training voice an equal share; "engine": every TTS engine
+    engines: tuple[str, ...] = ("espeak-ng", "flite")  # training voices: the installed catalogue voices of these
     seed: int = 0
     workers: int = 0  # synthesis processes; 0: one per CPU core
 
@@ -466,8 +467,13 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
     from asr.synth import Voice, available_voices, make_librispeech_corpus
 
     held_out = set(config.synth.dev_voices) | set(config.synth.test_voices)
+    train = [v for v in available_voices(config.synth.engines) if v.id not in held_out]
+    silent = [e for e in config.synth.engines if not any(v.engine == e for v in train)]
+    if silent:
+        raise AsrError(f"[synth] engines: no training voice of {', '.join(silent)} is installed "
+                       f"(see tools/install_system_deps.sh)")
     voices = {
-        "train-synth": [v for v in available_voices() if v.id not in held_out],
+        "train-synth": train,
         "dev-synth": [Voice.parse(v) for v in config.synth.dev_voices],
         "test-synth": [Voice.parse(v) for v in config.synth.test_voices],
     }
