@@ -124,6 +124,69 @@ warnings.filterwarnings("ignore", message="RNN module weights are not part of si
                         category=UserWarning)
 
 
+class BiGRURecurrence(torch.autograd.Function):
+    """The recurrent half of a GRU, both directions in one loop, with a hand-written backward.
+
+    ``gi``: (2, T, B, 3H), each direction's input projection ``x W_ih^T + b_ih``
+    (time-major, gates r, z, n as in ``nn.GRU``); ``w_hh``: (2, 3H, H); ``b_hh``:
+    (2, 3H). Returns the hidden states (2, T, B, H), from a zero initial state.
+
+    On a CPU, autograd through ``nn.GRU`` records about twenty small operations per
+    time step and direction, and forms the recurrent weights' gradient as one
+    rank-B product per step. Here each step is a handful of operations on both
+    directions at once (one batched product each way), every factor that does not
+    depend on the recurrence is computed for all steps in one go, and the weight
+    gradient is one product over all steps and utterances.
+    """
+
+    @staticmethod
+    def forward(ctx, gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+        d, steps, batch, h3 = gi.shape
+        hid = h3 // 3
+        w_t = w_hh.transpose(1, 2)
+        bias = b_hh[:, None, :].expand(d, batch, h3)
+        gi_rz, gi_n = gi[..., : 2 * hid].unbind(1), gi[..., 2 * hid:].unbind(1)
+        h = gi.new_zeros(d, batch, hid)
+        hs, rs, zs, ns, ghns = [h], [], [], [], []
+        for t in range(steps):
+            gh = torch.baddbmm(bias, h, w_t)
+            r, z = torch.sigmoid(gi_rz[t] + gh[..., : 2 * hid]).chunk(2, dim=-1)
+            ghn = gh[..., 2 * hid:]
+            n = torch.tanh(torch.addcmul(gi_n[t], r, ghn))
+            h = torch.lerp(n, h, z)  # (1 - z) * n + z * h
+            hs.append(h)
+            rs.append(r)
+            zs.append(z)
+            ns.append(n)
+            ghns.append(ghn)
+        hs = torch.stack(hs, 1)  # (2, T + 1, B, H): the state before each step, then the last
+        ctx.save_for_backward(w_hh, hs, torch.stack(rs, 1), torch.stack(zs, 1), torch.stack(ns, 1),
+                              torch.stack(ghns, 1))
+        return hs[:, 1:]
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        w_hh, hs, r, z, n, ghn = ctx.saved_tensors
+        d, steps, batch, hid = r.shape
+        a_n = (1 - z) * (1 - n * n)  # d h / d (n's pre-activation)
+        a_z = (hs[:, :-1] - n) * z * (1 - z)  # d h / d (z's pre-activation)
+        c_r = ghn * r * (1 - r)  # d (n's pre-activation) / d (r's pre-activation)
+        a_n, a_z, c_r, r, z, grad_out = (x.unbind(1) for x in (a_n, a_z, c_r, r, z, grad_out))
+        dh = hs.new_zeros(d, batch, hid)
+        dghs, dns = [None] * steps, [None] * steps
+        for t in range(steps - 1, -1, -1):
+            g = dh + grad_out[t]
+            dn = g * a_n[t]
+            dgh = torch.cat([dn * c_r[t], g * a_z[t], dn * r[t]], dim=-1)
+            dh = torch.baddbmm(g * z[t], dgh, w_hh)
+            dghs[t], dns[t] = dgh, dn
+        dgh = torch.stack(dghs, 1)  # (2, T, B, 3H)
+        dgi = torch.cat([dgh[..., : 2 * hid], torch.stack(dns, 1)], dim=-1)
+        dw = torch.bmm(dgh.reshape(d, steps * batch, 3 * hid).transpose(1, 2),
+                       hs[:, :-1].reshape(d, steps * batch, hid))
+        return dgi, dw, dgh.sum(dim=(1, 2))
+
+
 class BiGRU(nn.Module):
     """LayerNorm, GELU, one bidirectional GRU layer (batch-major), dropout.
 
@@ -135,10 +198,17 @@ class BiGRU(nn.Module):
     (longer in 49 of 54 comparisons) on an H200 with cuDNN
     (``tools/bench_train_step.py``). ``pack = True`` runs the
     packed GRU instead. The weights are those of ``self.gru`` either way.
+
+    Training on a CPU, the recurrence runs in ``BiGRURecurrence`` (``fused``):
+    the same outputs and gradients, and a whole ``small`` training step 1.18,
+    1.28 and 1.84 times as fast as through ``nn.GRU`` at 4, 8 and 16 s
+    utterances on 2 cores. Inference (no gradients), autocast and CUDA keep
+    ``nn.GRU``.
     """
 
     _WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
     pack: bool = False  # True: packed sequences (tests, benchmarks)
+    fused: bool = True  # BiGRURecurrence when training on a CPU without autocast; False: nn.GRU throughout
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
@@ -167,9 +237,24 @@ class BiGRU(nn.Module):
         t = torch.arange(x.shape[1], device=x.device)[None, :]
         valid = t < lengths[:, None]
         flip = torch.where(valid, lengths[:, None] - 1 - t, t)[..., None]  # reverses each utterance; its own inverse
+        if (self.fused and x.device.type == "cpu" and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu")):
+            return self._fused(x, flip, valid)
         backward = self._direction(x.gather(1, flip.expand_as(x)), "_reverse")
         backward = backward.gather(1, flip.expand_as(backward))
         return torch.cat([self._direction(x, ""), backward], dim=-1) * valid[..., None]
+
+    def _fused(self, x: torch.Tensor, flip: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        g, (batch, steps, dim) = self.gru, x.shape
+        w_ih = torch.stack([g.weight_ih_l0, g.weight_ih_l0_reverse])
+        b_ih = torch.stack([g.bias_ih_l0, g.bias_ih_l0_reverse])
+        w_hh = torch.stack([g.weight_hh_l0, g.weight_hh_l0_reverse])
+        b_hh = torch.stack([g.bias_hh_l0, g.bias_hh_l0_reverse])
+        both = torch.stack([x, x.gather(1, flip.expand_as(x))]).transpose(1, 2)  # (2, T, B, C)
+        gi = torch.baddbmm(b_ih[:, None, :], both.reshape(2, steps * batch, dim), w_ih.transpose(1, 2))
+        h = BiGRURecurrence.apply(gi.view(2, steps, batch, -1), w_hh, b_hh).transpose(1, 2)  # (2, B, T, H)
+        backward = h[1].gather(1, flip.expand_as(h[1]))
+        return torch.cat([h[0], backward], dim=-1) * valid[..., None]
 
 
 class BiGRUStack(nn.Module):

@@ -1,4 +1,4 @@
-"""Training-step time on this machine: the BiGRU on padded batches against packed sequences.
+"""Training-step time on this machine: the BiGRU's paths (packed, padded, fused) compared.
 
     python tools/bench_train_step.py [--model small] [--n-mels 64] [--batch-seconds 60]
                                      [--utterance-seconds 4 8 16] [--steps 5]
@@ -7,9 +7,11 @@
 For each utterance length, a batch of that many seconds of audio (random noise,
 random character targets) takes full training steps, ``Trainer.train_step`` as
 training runs it: log-mels, SpecAugment, the model, CTC loss, backward, gradient
-clipping, AdamW and the OneCycle schedule. The two BiGRU paths
-(``BiGRU.pack``) alternate in the same process on the same model and batch, and
-each reports its median time per step. With several ``--precision`` values
+clipping, AdamW and the OneCycle schedule. The BiGRU paths alternate in the same
+process on the same model and batch, and each reports its median time per step:
+packed sequences (``BiGRU.pack``), the padded batch through ``nn.GRU`` (the
+default), and on a CPU the padded batch through ``BiGRURecurrence``
+(``BiGRU.fused``). With several ``--precision`` values
 (autocast on CUDA: bf16, or fp16 with a GradScaler) each gets a fresh model from
 the same seed, and the last column compares its faster path with the first
 precision's, measured in the same process.
@@ -53,7 +55,7 @@ def main() -> None:
     def make_trainer(precision: str) -> tuple[Trainer, list[BiGRU]]:
         torch.manual_seed(0)
         model = CTCModel(named_config(args.model, n_mels=args.n_mels))
-        config = TrainConfig(max_steps=2 * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
+        config = TrainConfig(max_steps=3 * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
                              specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12),
                              device=str(device), precision=precision)
         # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
@@ -65,8 +67,12 @@ def main() -> None:
     print(f"machine: {where}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
     print(f"model: {args.model} ({count_parameters(CTCModel(named_config(args.model, n_mels=args.n_mels))):,} "
           f"parameters), {args.n_mels} mels; batches of {args.batch_seconds:g} s of audio; median of {args.steps} steps")
-    print(f"{'precision':>9} {'utterances':>16} {'packed s/step':>14} {'padded s/step':>14} {'speed-up':>9} "
-          f"{'vs ' + args.precision[0]:>9}")
+    paths = {"packed": (True, False), "padded": (False, False)}
+    if device.type == "cpu":
+        paths["fused"] = (False, True)
+    print(f"{'precision':>9} {'utterances':>16} " + " ".join(f"{name + ' s/step':>14}" for name in paths)
+          + f" {'padded vs packed':>17}" + (f" {'fused vs padded':>16}" if "fused" in paths else "")
+          + f" {'vs ' + args.precision[0]:>9}")
     baseline = {}
     for precision in args.precision:
         trainer, layers = make_trainer(precision)
@@ -78,21 +84,25 @@ def main() -> None:
             target_lengths = torch.full((batch,), int(seconds * 12))
             data = Batch(0.1 * torch.randn(batch, samples), lengths,
                          torch.randint(1, 29, (batch, int(target_lengths[0]))), target_lengths)
-            times = {True: [], False: []}
+            times = {name: [] for name in paths}
             for round_ in range(args.steps + 2):
-                for pack in (True, False):
+                for name, (pack, fused) in paths.items():
                     for layer in layers:
-                        layer.pack = pack
+                        layer.pack, layer.fused = pack, fused
                     sync()
                     started = time.perf_counter()
                     trainer.train_step(data)
                     sync()
                     if round_ >= 2:
-                        times[pack].append(time.perf_counter() - started)
-            packed, padded = statistics.median(times[True]), statistics.median(times[False])
-            best = baseline.setdefault(seconds, min(packed, padded))
-            print(f"{precision:>9} {batch:>3} x {seconds:>5.1f} s     {packed:>14.4f} {padded:>14.4f} "
-                  f"{packed / padded:>8.2f}x {best / min(packed, padded):>8.2f}x")
+                        times[name].append(time.perf_counter() - started)
+            median = {name: statistics.median(t) for name, t in times.items()}
+            fastest = min(median.values())
+            best = baseline.setdefault(seconds, fastest)
+            print(f"{precision:>9} {batch:>3} x {seconds:>5.1f} s     "
+                  + " ".join(f"{median[name]:>14.4f}" for name in paths)
+                  + f" {median['packed'] / median['padded']:>16.2f}x"
+                  + (f" {median['padded'] / median['fused']:>15.2f}x" if "fused" in paths else "")
+                  + f" {best / fastest:>8.2f}x")
 
 
 if __name__ == "__main__":
