@@ -298,16 +298,21 @@ class Trainer:
         """
         from tqdm import tqdm
 
-        deadline, refits = None, []
+        deadline, refits, refit_times = None, [], []
         if resume and self.checkpoint_path.exists():
             self.load_checkpoint()  # a resumed run keeps the length it had
         elif self.config.time_budget_minutes > 0 and self.step == 0:
-            deadline = time.monotonic() + self.config.time_budget_minutes * 60
+            budget = self.config.time_budget_minutes * 60
+            begun = time.monotonic()
+            deadline = begun + budget
             steps = self.fit_to_time_budget(self.config.time_budget_minutes)
             print(f"time budget {self.config.time_budget_minutes:g} min: {steps} steps on this machine")
-            # re-fit the length at even fractions of the run, on the pace since the last re-fit
+            # re-fit the length at even fractions of the planned steps or of the budget, whichever
+            # comes first (steps far slower than the probe's reach a step fraction too late),
+            # on the pace since the last re-fit
             n = self.config.budget_refits
             refits = [steps * k // (n + 1) for k in range(1, n + 1)]
+            refit_times = [begun + budget * k / (n + 1) for k in range(1, n + 1)]
             last_step, last_time, limit = 0, time.monotonic(), 2 * steps
         writer = self._writer()
         target = self.config.max_steps if stop_after is None else min(self.config.max_steps, self.step + stop_after)
@@ -338,8 +343,10 @@ class Trainer:
                     self._evaluate(writer, batch)
                 if self.step % self.config.checkpoint_every == 0 and self.step < target:
                     self.save_checkpoint()
-                if refits and self.step >= refits[0] and self.step < target:
+                if (refits and self.step < target
+                        and (self.step >= refits[0] or time.monotonic() >= refit_times[0])):
                     refits.pop(0)
+                    refit_times.pop(0)
                     pace = (time.monotonic() - last_time) / (self.step - last_step)
                     steps = self.refit_to_deadline(deadline, pace, limit)
                     last_step, last_time = self.step, time.monotonic()
