@@ -245,11 +245,9 @@ class BiGRU(nn.Module):
         return torch.cat([self._direction(x, ""), backward], dim=-1) * valid[..., None]
 
     def _fused(self, x: torch.Tensor, flip: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        g, (batch, steps, dim) = self.gru, x.shape
-        w_ih = torch.stack([g.weight_ih_l0, g.weight_ih_l0_reverse])
-        b_ih = torch.stack([g.bias_ih_l0, g.bias_ih_l0_reverse])
-        w_hh = torch.stack([g.weight_hh_l0, g.weight_hh_l0_reverse])
-        b_hh = torch.stack([g.bias_hh_l0, g.bias_hh_l0_reverse])
+        batch, steps, dim = x.shape
+        w_ih, w_hh, b_ih, b_hh = (torch.stack([getattr(self.gru, name), getattr(self.gru, name + "_reverse")])
+                                  for name in self._WEIGHTS)
         both = torch.stack([x, x.gather(1, flip.expand_as(x))]).transpose(1, 2)  # (2, T, B, C)
         gi = torch.baddbmm(b_ih[:, None, :], both.reshape(2, steps * batch, dim), w_ih.transpose(1, 2))
         h = BiGRURecurrence.apply(gi.view(2, steps, batch, -1), w_hh, b_hh).transpose(1, 2)  # (2, B, T, H)

@@ -298,7 +298,7 @@ class Trainer:
         """
         from tqdm import tqdm
 
-        deadline, refits, refit_times = None, [], []
+        deadline, refits = None, []
         if resume and self.checkpoint_path.exists():
             self.load_checkpoint()  # a resumed run keeps the length it had
         elif self.config.time_budget_minutes > 0 and self.step == 0:
@@ -311,8 +311,7 @@ class Trainer:
             # comes first (steps far slower than the probe's reach a step fraction too late),
             # on the pace since the last re-fit
             n = self.config.budget_refits
-            refits = [steps * k // (n + 1) for k in range(1, n + 1)]
-            refit_times = [begun + budget * k / (n + 1) for k in range(1, n + 1)]
+            refits = [(steps * k // (n + 1), begun + budget * k / (n + 1)) for k in range(1, n + 1)]
             last_step, last_time, limit = 0, time.monotonic(), 2 * steps
         writer = self._writer()
         target = self.config.max_steps if stop_after is None else min(self.config.max_steps, self.step + stop_after)
@@ -344,9 +343,8 @@ class Trainer:
                 if self.step % self.config.checkpoint_every == 0 and self.step < target:
                     self.save_checkpoint()
                 if (refits and self.step < target
-                        and (self.step >= refits[0] or time.monotonic() >= refit_times[0])):
+                        and (self.step >= refits[0][0] or time.monotonic() >= refits[0][1])):
                     refits.pop(0)
-                    refit_times.pop(0)
                     pace = (time.monotonic() - last_time) / (self.step - last_step)
                     steps = self.refit_to_deadline(deadline, pace, limit)
                     last_step, last_time = self.step, time.monotonic()

@@ -10,8 +10,8 @@ training runs it: log-mels, SpecAugment, the model, CTC loss, backward, gradient
 clipping, AdamW and the OneCycle schedule. The BiGRU paths alternate in the same
 process on the same model and batch, and each reports its median time per step:
 packed sequences (``BiGRU.pack``), the padded batch through ``nn.GRU`` (the
-default), and on a CPU the padded batch through ``BiGRURecurrence``
-(``BiGRU.fused``). With several ``--precision`` values
+default on CUDA), and on a CPU the padded batch through ``BiGRURecurrence``
+(``BiGRU.fused``, the default there for training). With several ``--precision`` values
 (autocast on CUDA: bf16, or fp16 with a GradScaler) each gets a fresh model from
 the same seed, and the last column compares its faster path with the first
 precision's, measured in the same process.
@@ -52,10 +52,14 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    paths = {"packed": (True, False), "padded": (False, False)}  # name -> (BiGRU.pack, BiGRU.fused)
+    if device.type == "cpu":
+        paths["fused"] = (False, True)
+
     def make_trainer(precision: str) -> tuple[Trainer, list[BiGRU]]:
         torch.manual_seed(0)
         model = CTCModel(named_config(args.model, n_mels=args.n_mels))
-        config = TrainConfig(max_steps=3 * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
+        config = TrainConfig(max_steps=len(paths) * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
                              specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12),
                              device=str(device), precision=precision)
         # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
@@ -67,9 +71,6 @@ def main() -> None:
     print(f"machine: {where}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
     print(f"model: {args.model} ({count_parameters(CTCModel(named_config(args.model, n_mels=args.n_mels))):,} "
           f"parameters), {args.n_mels} mels; batches of {args.batch_seconds:g} s of audio; median of {args.steps} steps")
-    paths = {"packed": (True, False), "padded": (False, False)}
-    if device.type == "cpu":
-        paths["fused"] = (False, True)
     print(f"{'precision':>9} {'utterances':>16} " + " ".join(f"{name + ' s/step':>14}" for name in paths)
           + f" {'padded vs packed':>17}" + (f" {'fused vs padded':>16}" if "fused" in paths else "")
           + f" {'vs ' + args.precision[0]:>9}")
