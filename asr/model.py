@@ -79,6 +79,24 @@ def conv_output_lengths(conv: nn.Conv2d, lengths: torch.Tensor, dim: int = 1) ->
     return torch.div(lengths + 2 * p - d * (k - 1) - 1, s, rounding_mode="floor") + 1
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose masks, when training on a CPU, come from 16 random bits an element.
+
+    PyTorch's CPU ``bernoulli_`` draws one number from its generator per element, which made
+    dropout the costliest operation of a ``small`` training step after the matrix products
+    (7 calls, 9 to 11 % of the step). Here one 64-bit draw gives four elements their masks,
+    with the keep probability rounded to a multiple of 1/65536; the generator is still
+    PyTorch's, so seeding and checkpointed RNG states govern it as before."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and 0 < self.p < 1 and x.device.type == "cpu"):
+            return super().forward(x)
+        n = x.numel()
+        bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
+        keep = bits.view(x.shape) >= round(self.p * 65536) - 32768
+        return x * keep * (1 / (1 - self.p))
+
+
 class CNNLayerNorm(nn.Module):
     """LayerNorm over the feature (mel) axis of a (batch, channels, feats, time) map."""
 
@@ -105,7 +123,7 @@ class ResidualCNN(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
         self.norm2 = CNNLayerNorm(n_feats)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=pad)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (batch, channels, feats, time), mask: (batch, 1, 1, time) -> same shape as x.
@@ -141,6 +159,17 @@ class BiGRURecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+        # Under CPU autocast the recurrence still runs in float32 (its per-step products are
+        # too small to gain from bfloat16); only the weight gradient's one large product below
+        # takes the autocast dtype.
+        ctx.low = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        if ctx.low is None:
+            return BiGRURecurrence._forward(ctx, gi, w_hh, b_hh)
+        with torch.autocast("cpu", enabled=False):
+            return BiGRURecurrence._forward(ctx, gi.float(), w_hh.float(), b_hh.float())
+
+    @staticmethod
+    def _forward(ctx, gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
         d, steps, batch, h3 = gi.shape
         hid = h3 // 3
         w_t = w_hh.transpose(1, 2)
@@ -166,6 +195,11 @@ class BiGRURecurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        with torch.autocast("cpu", enabled=False):
+            return BiGRURecurrence._backward(ctx, grad_out.to(ctx.saved_tensors[1].dtype))
+
+    @staticmethod
+    def _backward(ctx, grad_out: torch.Tensor):
         w_hh, hs, r, z, n, ghn = ctx.saved_tensors
         d, steps, batch, hid = r.shape
         a_n = (1 - z) * (1 - n * n)  # d h / d (n's pre-activation)
@@ -182,8 +216,11 @@ class BiGRURecurrence(torch.autograd.Function):
             dghs[t], dns[t] = dgh, dn
         dgh = torch.stack(dghs, 1)  # (2, T, B, 3H)
         dgi = torch.cat([dgh[..., : 2 * hid], torch.stack(dns, 1)], dim=-1)
-        dw = torch.bmm(dgh.reshape(d, steps * batch, 3 * hid).transpose(1, 2),
-                       hs[:, :-1].reshape(d, steps * batch, hid))
+        dgh_all, h_prev = dgh.view(d, steps * batch, 3 * hid).transpose(1, 2), hs[:, :-1].reshape(d, steps * batch, hid)
+        if ctx.low is not None:
+            dw = torch.bmm(dgh_all.to(ctx.low), h_prev.to(ctx.low)).float()
+        else:
+            dw = torch.bmm(dgh_all, h_prev)
         return dgi, dw, dgh.sum(dim=(1, 2))
 
 
@@ -202,19 +239,20 @@ class BiGRU(nn.Module):
     Training on a CPU, the recurrence runs in ``BiGRURecurrence`` (``fused``):
     the same outputs and gradients, and a whole ``small`` training step 1.18,
     1.28 and 1.84 times as fast as through ``nn.GRU`` at 4, 8 and 16 s
-    utterances on 2 cores. Inference (no gradients), autocast and CUDA keep
+    utterances on 2 cores. Under CPU autocast its input projections run in
+    bfloat16 and its recurrence in float32. Inference (no gradients) and CUDA keep
     ``nn.GRU``.
     """
 
     _WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
     pack: bool = False  # True: packed sequences (tests, benchmarks)
-    fused: bool = True  # BiGRURecurrence when training on a CPU without autocast; False: nn.GRU throughout
+    fused: bool = True  # BiGRURecurrence when training on a CPU; False: nn.GRU throughout
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(input_dim)
         self.gru = nn.GRU(input_dim, hidden_dim, num_layers=1, batch_first=True, bidirectional=True)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # one direction's computation with no weights of its own (a tuple, so not a submodule)
         self._one_way = (nn.GRU(input_dim, hidden_dim, batch_first=True, device="meta"),)
 
@@ -237,8 +275,7 @@ class BiGRU(nn.Module):
         t = torch.arange(x.shape[1], device=x.device)[None, :]
         valid = t < lengths[:, None]
         flip = torch.where(valid, lengths[:, None] - 1 - t, t)[..., None]  # reverses each utterance; its own inverse
-        if (self.fused and x.device.type == "cpu" and torch.is_grad_enabled()
-                and not torch.is_autocast_enabled("cpu")):
+        if self.fused and x.device.type == "cpu" and torch.is_grad_enabled():
             return self._fused(x, flip, valid)
         backward = self._direction(x.gather(1, flip.expand_as(x)), "_reverse")
         backward = backward.gather(1, flip.expand_as(backward))
@@ -295,13 +332,16 @@ class Encoder(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats: (batch, n_mels, frames), lengths: (batch,) -> ((batch, frames', output_dim), (batch,))."""
-        x = self.conv(feats.unsqueeze(1))  # (batch, channels, feats', frames')
-        b, c, f, t = x.shape
-        out_lengths = self.output_lengths(lengths).clamp(min=1, max=t)
-        mask = (torch.arange(t, device=x.device)[None, :] < out_lengths[:, None]).to(x.dtype)[:, None, None, :]
-        x = x * mask
-        for block in self.res_blocks:
-            x = block(x, mask)
+        # CPU autocast leaves the convolutions in float32: oneDNN's bfloat16 weight gradient (on a
+        # CPU with AMX) returned NaN now and then for the same inputs (2 of 15 replays of one step).
+        with torch.autocast("cpu", enabled=False):
+            x = self.conv(feats.unsqueeze(1).float())  # (batch, channels, feats', frames')
+            b, c, f, t = x.shape
+            out_lengths = self.output_lengths(lengths).clamp(min=1, max=t)
+            mask = (torch.arange(t, device=x.device)[None, :] < out_lengths[:, None]).to(x.dtype)[:, None, None, :]
+            x = x * mask
+            for block in self.res_blocks:
+                x = block(x, mask)
         x = self.proj(x.permute(0, 3, 1, 2).reshape(b, t, c * f))  # (batch, frames', rnn_dim)
         return self.rnn(x, out_lengths), out_lengths
 
@@ -314,7 +354,7 @@ class CTCModel(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(self.encoder.output_dim, config.classifier_dim),
             nn.GELU(),
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
             nn.Linear(config.classifier_dim, config.n_classes),
         )
 
@@ -422,7 +462,7 @@ class CNN2d(nn.Module):
             self.blocks.append(nn.Sequential(
                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
                 nn.MaxPool2d(2)))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.min_frames = 2 ** len(channels)
         self.output_dim = channels[-1] * (n_feats // in_channels // self.min_frames)
         if self.output_dim == 0:
@@ -465,7 +505,7 @@ class M5(nn.Module):
             self.convs.append(conv)
             self.blocks.append(nn.Sequential(nn.BatchNorm1d(c_out), nn.ReLU(), nn.MaxPool1d(pool)))
         self.pool = pool
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.min_samples = first_kernel + first_stride * (pool ** len(channels) - 1)
         self.output_dim = channels[-1]
 
@@ -491,7 +531,7 @@ class PoolingHead(nn.Module):
         self.pooling = pooling
         if pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(dim, n_classes)
 
     def weights(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,8 @@ class Trainer:
     speech recognition case.
     """
 
+    MAX_SKIPPED = 20  # updates with non-finite gradients in a row before training stops
+
     def __init__(self, model, dataset, loss_fn: Callable, meta: dict, feature_config: FeatureConfig,
                  config: TrainConfig, exp_dir, dev_entries: list[dict] | None = None,
                  evaluate: Callable | None = None, collate_fn: Callable = collate) -> None:
@@ -128,6 +130,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.position = 0
+        self.skipped = 0  # updates skipped in a row for non-finite gradients
         self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval": []}
 
     def _one_cycle(self, total_steps: int):
@@ -264,7 +267,14 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.scaler.step(self.optimizer)
+        if self.scaler.is_enabled() or torch.isfinite(grad_norm):
+            self.scaler.step(self.optimizer)  # fp16's GradScaler skips non-finite steps itself
+            self.skipped = 0
+        else:  # the weights stay as they were; the schedule moves on
+            self.skipped += 1
+            if self.skipped >= self.MAX_SKIPPED:
+                raise AsrError(f"training diverged: {self.skipped} updates in a row had non-finite gradients "
+                               f"(step {self.step + 1}); lower the learning rate, or train in fp32")
         self.scaler.update()
         self.scheduler.step()
         self.step += 1

@@ -8,7 +8,9 @@ import tarfile
 
 import numpy as np
 import soundfile as sf
+import torch
 
+from asr import checkpoint
 from asr.recipes.librispeech import main
 from test_download import serve, server, sha256  # noqa: F401  (Range-capable loopback server fixture)
 
@@ -126,6 +128,12 @@ def test_demo_end_to_end_on_a_tiny_corpus(tmp_path, shared_data, need_espeak, ca
                            "--format", "json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert '"words"' in proc.stdout
+    # training again from the same config gives the same model, whatever the RNG held before
+    first = checkpoint.load(exp / "model.pt")["model"]
+    torch.rand(1000)
+    assert main(["train", "--config", str(config), "--exp-dir", str(exp), "--no-progress"]) == 0
+    again = checkpoint.load(exp / "model.pt")["model"]
+    assert all(torch.equal(first[name], again[name]) for name in first)
 
 
 def test_synth_engines_choose_the_training_voices(tmp_path, shared_data, need_espeak, capsys):

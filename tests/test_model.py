@@ -100,3 +100,49 @@ def test_bigru_on_padded_batches_matches_packed_sequences():
         assert torch.allclose(mine, theirs, atol=1e-6)
     assert [name for name, _ in layer.named_parameters()] == [  # the weights are the GRU's, as before
         "norm.weight", "norm.bias", *(f"gru.{w}{s}" for s in ("", "_reverse") for w in BiGRU._WEIGHTS)]
+
+
+def test_fused_bigru_under_cpu_autocast_keeps_a_float32_recurrence():
+    """Under bfloat16 autocast the input projections run in bfloat16, the recurrence in float32
+    (its output is float32), and outputs and gradients stay near float32's."""
+    from asr.model import BiGRU
+
+    torch.manual_seed(0)
+    layer = BiGRU(16, 12, dropout=0.0)
+    x, lengths = torch.randn(3, 20, 16), torch.tensor([20, 13, 6])
+    runs = []
+    for low in (False, True):
+        layer.zero_grad()
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+            out = layer(inputs, lengths)
+        out.float().pow(2).sum().backward()
+        runs.append((out, inputs.grad, [p.grad.clone() for p in layer.parameters()]))
+    (ref, ref_grad, ref_grads), (out, grad, grads) = runs
+    assert out.dtype == torch.float32 and (out[2, 6:] == 0).all()
+    scale = lambda t: t.abs().max()  # noqa: E731
+    assert (out - ref).abs().max() < 0.03 * scale(ref)
+    assert (grad - ref_grad).abs().max() < 0.05 * scale(ref_grad)
+    for mine, theirs in zip(grads, ref_grads):
+        assert (mine - theirs).abs().max() < 0.05 * scale(theirs)
+    assert not torch.equal(out, ref)  # bfloat16 did run
+
+
+def test_dropout_on_cpu_drops_at_its_rate_and_scales_the_rest():
+    from asr.model import Dropout
+
+    drop = Dropout(0.1)
+    x = torch.full((400, 500), 2.0, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003  # 200,000 draws: the standard error is 0.0007
+    assert torch.allclose(y[y != 0], torch.tensor(2.0 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0) and torch.allclose(x.grad[y != 0], torch.tensor(1 / 0.9))
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # PyTorch's generator: seeded runs repeat
+    assert not torch.equal(drop(x), y)
+    rows = (y == 0).float().mean(dim=1)
+    assert rows.std() > 0  # masks differ along every axis (not one draw broadcast)
+    assert torch.equal(drop.eval()(x), x)

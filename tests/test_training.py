@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -5,6 +7,7 @@ import torch
 
 from asr import checkpoint
 from asr.augment import AugmentConfig, WaveformAugment
+from asr.errors import AsrError
 from asr.features import FeatureConfig, SpecAugmentConfig
 from asr.model import CTCModel, named_config
 from asr.text import CharTokenizer
@@ -103,6 +106,28 @@ def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
     assert trainer.dtype == torch.bfloat16
     trainer.run(progress=False)
     assert trainer.step == 2 and np.isfinite(trainer.history["loss"][-1])
+
+
+def test_an_update_with_non_finite_gradients_is_skipped(corpus, tmp_path):
+    """A NaN gradient (as oneDNN's bf16 convolution once gave) leaves the weights as they were;
+    training goes on; a run of them stops it with one clear error."""
+    trainer = make_trainer(corpus, tmp_path, max_steps=30)
+    loss_fn, poisoned = trainer.loss_fn, {2}
+    trainer.loss_fn = lambda out, batch: loss_fn(out, batch) * (math.nan if trainer.step in poisoned else 1.0)
+    batches = trainer.batches()
+    trainer.train_step(next(batches))
+    trainer.train_step(next(batches))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    loss, grad_norm = trainer.train_step(next(batches))  # step 3: NaN
+    assert math.isnan(loss) and math.isnan(grad_norm) and trainer.step == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    loss, grad_norm = trainer.train_step(next(batches))
+    assert math.isfinite(grad_norm) and not all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    poisoned.update(range(4, 100))
+    with pytest.raises(AsrError, match="training diverged: 20 updates in a row"):
+        for _ in range(25):
+            trainer.train_step(next(batches))
+    assert trainer.step == 23  # the error comes before the 20th skipped update counts as a step
 
 
 @pytest.mark.parametrize("max_steps, pct_start", [(10, 0.1), (2, 0.5), (4, 0.25), (1, 0.1)])

@@ -12,7 +12,7 @@ process on the same model and batch, and each reports its median time per step:
 packed sequences (``BiGRU.pack``), the padded batch through ``nn.GRU`` (the
 default on CUDA), and on a CPU the padded batch through ``BiGRURecurrence``
 (``BiGRU.fused``, the default there for training). With several ``--precision`` values
-(autocast on CUDA: bf16, or fp16 with a GradScaler) each gets a fresh model from
+(autocast: bf16, on a CPU too, or fp16 with a GradScaler on CUDA) each gets a fresh model from
 the same seed, and the last column compares its faster path with the first
 precision's, measured in the same process.
 """
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per path and length (after 2 warm-ups)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
-                        help="autocast dtypes to compare (bf16 and fp16 need CUDA)")
+                        help="autocast dtypes to compare (bf16 on a CPU too; fp16 is meant for CUDA)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     blank = CharTokenizer().blank

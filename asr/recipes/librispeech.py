@@ -210,11 +210,12 @@ def train_model(config: RecipeConfig, train_entries: list[dict], dev_entries: li
     Returns ``exp_dir/model.pt``.
     """
     from asr.model import CTCModel, count_parameters, named_config
-    from asr.training import Trainer
+    from asr.training import Trainer, seed_everything
 
     tokenizer = make_tokenizer(config)
     model_config = named_config(config.model_name, n_mels=config.features.n_mels,
                                 n_classes=tokenizer.vocab_size, **config.model)
+    seed_everything(schedule.seed)  # the initial weights too come from the seed
     model = CTCModel(model_config)
     exp_dir = Path(exp_dir)
     resuming = resume and (exp_dir / "checkpoints" / "last.pt").exists()
