@@ -2,7 +2,7 @@
 
     asr transcribe AUDIO... --model PATH [--format txt|json|srt|vtt] [--output-dir DIR]
                    [--decoder greedy|beam] [--lm LM] [--alpha A] [--beta B] [--beam-width N]
-                   [--hotwords WORD...]
+                   [--blank-penalty P] [--hotwords WORD...]
     asr classify AUDIO... --model PATH [--top-k K] [--format text|json]
     asr score --ref REF --hyp HYP [--metric wer|cer] [--details FILE]
     asr info MODEL_OR_CONFIG
@@ -31,7 +31,7 @@ def _transcribe(args) -> int:
     changes = {k: v for k, v in {
         "decoder": args.decoder or ("beam" if args.lm else None), "lm_path": args.lm,
         "unigrams_path": args.unigrams, "beam_width": args.beam_width, "alpha": args.alpha,
-        "beta": args.beta, "hotword_weight": args.hotword_weight,
+        "beta": args.beta, "blank_penalty": args.blank_penalty, "hotword_weight": args.hotword_weight,
         "hotwords": tuple(args.hotwords) if args.hotwords else None,
     }.items() if v is not None}
     if args.lm and not args.unigrams:
@@ -165,6 +165,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--beam-width", type=int)
     p.add_argument("--alpha", type=float, help="LM weight")
     p.add_argument("--beta", type=float, help="word insertion bonus")
+    p.add_argument("--blank-penalty", type=float, help="taken off the blank's log-probability in every frame")
     p.add_argument("--hotwords", nargs="+", help="words to favour in beam search")
     p.add_argument("--hotword-weight", type=float)
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -10,6 +10,10 @@ is also a context manager.
 * ``GreedyDecoder``: the best class per frame, repeats collapsed, blanks removed.
 * ``BeamSearchDecoder``: CTC prefix beam search (pyctcdecode), with or without
   a KenLM word n-gram model, hotwords and an n-best list.
+
+Both take ``blank_penalty``: a number subtracted from the blank's log-probability
+in every frame before decoding. A CTC model that is unsure between a letter and
+blank says blank, so its errors lean to deletions; the penalty evens them out.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class DecodingOptions:
     unigrams_path: str | None = None  # one word per line; read next to the LM when absent
     alpha: float = 0.5  # LM weight
     beta: float = 1.0  # word insertion bonus
+    blank_penalty: float = 0.0  # subtracted from the blank's log-prob in every frame (fewer deletions)
     hotwords: tuple[str, ...] = ()
     hotword_weight: float = 10.0
     nbest: int = 1
@@ -90,17 +95,27 @@ def _word_boundaries(labels: list[str]):
     return info
 
 
+def penalise_blank(log_probs: torch.Tensor, blank: int, penalty: float) -> torch.Tensor:
+    """``log_probs`` (batch, frames, classes) as float32, with ``penalty`` taken off the blank's column."""
+    log_probs = log_probs.detach().float()
+    if penalty:
+        log_probs = log_probs.clone()
+        log_probs[..., blank] -= penalty
+    return log_probs
+
+
 class GreedyDecoder:
     """Best class per frame, repeats collapsed, blanks removed."""
 
-    def __init__(self, tokenizer, frame_shift: float) -> None:
+    def __init__(self, tokenizer, frame_shift: float, blank_penalty: float = 0.0) -> None:
         self.tokenizer = tokenizer
         self.frame_shift = frame_shift
+        self.blank_penalty = float(blank_penalty)
         self.info = _word_boundaries(tokenizer.labels)
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
         """log_probs: (batch, frames, classes), lengths: (batch,) -> one hypothesis per utterance."""
-        best, best_ids = log_probs.detach().float().max(dim=-1)
+        best, best_ids = penalise_blank(log_probs, self.tokenizer.blank, self.blank_penalty).max(dim=-1)
         return [self._one(best_ids[b, : int(n)].tolist(), best[b, : int(n)].exp().tolist(), float(best[b, : int(n)].sum()))
                 for b, n in enumerate(lengths.tolist())]
 
@@ -179,9 +194,9 @@ class BeamSearchDecoder:
     sentencepiece pieces (``\u2581`` starts a word).
 
     Each ``Hypothesis`` carries the best text, its total score (acoustic
-    log-probability plus ``alpha`` times the LM log-probability, ``beta`` per
-    word and hotword bonuses), up to ``nbest - 1`` distinct alternatives, and
-    its words with times and confidences:
+    log-probability, after the blank penalty, plus ``alpha`` times the LM
+    log-probability, ``beta`` per word and hotword bonuses), up to ``nbest - 1``
+    distinct alternatives, and its words with times and confidences:
 
     * times: pyctcdecode's frame span of each word (first frame of its first
       token to the last frame of its last token, blanks excluded), times the
@@ -238,16 +253,17 @@ class BeamSearchDecoder:
         """log_probs: (batch, frames, classes), lengths: (batch,) -> one hypothesis per utterance."""
         if not self._finalizer.alive:
             raise AsrError("this decoder has been closed")
-        log_probs = log_probs.detach().float().cpu()
+        log_probs = penalise_blank(log_probs, self.tokenizer.blank, self.options.blank_penalty).cpu()
         arrays = [log_probs[b, : int(n)].numpy() for b, n in enumerate(lengths.tolist())]
         search = functools.partial(_beam_search, self._ctc, self._settings())
         pool = self._pool() if len(arrays) > 1 else None
         results = pool.map(search, arrays) if pool is not None else [search(a) for a in arrays]
         return [self._hypothesis(beams) for beams in results]
 
-    def set_weights(self, alpha: float, beta: float) -> None:
-        """Change the LM weight and word bonus without reloading the LM (for tuning them)."""
-        self.options = replace(self.options, alpha=float(alpha), beta=float(beta))
+    def set_weights(self, alpha: float, beta: float, blank_penalty: float | None = None) -> None:
+        """Change the LM weight, word bonus (and blank penalty) without reloading the LM (for tuning them)."""
+        penalty = self.options.blank_penalty if blank_penalty is None else float(blank_penalty)
+        self.options = replace(self.options, alpha=float(alpha), beta=float(beta), blank_penalty=penalty)
 
     def close(self) -> None:
         """Stop the worker processes (cleanly) and release the LM."""
@@ -368,7 +384,7 @@ def _quiet(name: str):
 def make_decoder(options: DecodingOptions, tokenizer, frame_shift: float):
     """The one place where a decoder is chosen."""
     if options.decoder == "greedy":
-        return GreedyDecoder(tokenizer, frame_shift)
+        return GreedyDecoder(tokenizer, frame_shift, options.blank_penalty)
     if options.decoder == "beam":
         return BeamSearchDecoder(options, tokenizer, frame_shift)
     raise ValueError(f"unknown decoder {options.decoder!r}; choose greedy or beam")

@@ -34,8 +34,8 @@ def evaluate_sets(model: Recognizer, sets: dict[str, list[dict]], out_dir, optio
 
 def format_table(rows: list[tuple[str, str, Scores]]) -> str:
     """A plain-text WER/CER table; rows are (test set, setup, scores)."""
-    head = f"{'test set':<22} {'setup':<24} {'utts':>5} {'WER %':>7} {'CER %':>7}"
+    head = f"{'test set':<22} {'setup':<28} {'utts':>5} {'WER %':>7} {'CER %':>7}"
     lines = [head, "-" * len(head)]
     for name, setup, s in rows:
-        lines.append(f"{name:<22} {setup:<24} {s.utterances:>5} {100 * s.wer.rate:>7.2f} {100 * s.cer.rate:>7.2f}")
+        lines.append(f"{name:<22} {setup:<28} {s.utterances:>5} {100 * s.wer.rate:>7.2f} {100 * s.cer.rate:>7.2f}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""Tuning beam search on a dev set: the LM weight ``alpha`` and the word bonus ``beta``.
+"""Tuning beam search on a dev set: the LM weight ``alpha``, the word bonus ``beta`` and the blank penalty.
 
 The acoustic model runs once over the dev set; its log-probs are kept and
-decoded again for every (alpha, beta) of the grid, in the decoder's worker
+decoded again for every (alpha, beta, blank penalty) of the grid, in the decoder's worker
 pool. ``store_decoding`` writes the chosen options into a model file
 (atomically), where ``asr transcribe`` and the recipes' ``evaluate`` stages
 find them as defaults (``model.extra["decoding"]``).
@@ -20,7 +20,7 @@ from asr.inference import Recognizer, decode_batches, iter_log_probs
 from asr.scoring import Scores, score
 
 # what a tuned model file keeps: enough to rebuild the decoder, nothing machine-specific
-STORED_KEYS = ("decoder", "beam_width", "lm_path", "unigrams_path", "alpha", "beta")
+STORED_KEYS = ("decoder", "beam_width", "lm_path", "unigrams_path", "alpha", "beta", "blank_penalty")
 
 
 @dataclass
@@ -28,6 +28,11 @@ class GridPoint:
     alpha: float
     beta: float
     scores: Scores
+    blank_penalty: float = 0.0
+
+    @property
+    def key(self) -> tuple[float, float, float]:
+        return self.alpha, self.beta, self.blank_penalty
 
 
 @dataclass
@@ -38,44 +43,49 @@ class TuneResult:
 
     def table(self) -> str:
         """The grid as text, best point marked."""
-        lines = [f"{'alpha':>6} {'beta':>6} {'WER %':>7} {'CER %':>7}"]
+        best = (self.best.alpha, self.best.beta, self.best.blank_penalty)
+        lines = [f"{'alpha':>6} {'beta':>6} {'blank':>6} {'WER %':>7} {'CER %':>7}"]
         for g in self.grid:
-            mark = "  <- best" if (g.alpha, g.beta) == (self.best.alpha, self.best.beta) else ""
-            lines.append(f"{g.alpha:>6.2f} {g.beta:>6.2f} {100 * g.scores.wer.rate:>7.2f} "
+            mark = "  <- best" if g.key == best else ""
+            lines.append(f"{g.alpha:>6.2f} {g.beta:>6.2f} {g.blank_penalty:>6.2f} {100 * g.scores.wer.rate:>7.2f} "
                          f"{100 * g.scores.cer.rate:>7.2f}{mark}")
         return "\n".join(lines)
 
 
 def grid_search(model: Recognizer, entries: list[dict], options: DecodingOptions, alphas, betas,
-                max_frames: int = 20000, progress: bool = False) -> TuneResult:
-    """Beam-search ``entries`` at every (alpha, beta); the best by WER, then CER, then grid order.
+                blank_penalties=None, max_frames: int = 20000, progress: bool = False) -> TuneResult:
+    """Beam-search ``entries`` at every (alpha, beta, blank penalty); the best by WER, then CER, then grid order.
 
-    ``options`` gives everything else (LM, beam width, worker processes); the
-    returned ``best`` is ``options`` with the chosen alpha and beta.
+    ``blank_penalties`` defaults to the one in ``options``. ``options`` gives
+    everything else (LM, beam width, worker processes); the returned ``best`` is
+    ``options`` with the chosen alpha, beta and blank penalty.
     """
     if not entries:
         raise AsrError("no dev utterances to tune on")
     if not options.lm_path:
         raise AsrError("tuning alpha and beta needs a language model (lm_path)")
+    if blank_penalties is None:
+        blank_penalties = [options.blank_penalty]
     alphas, betas = [float(a) for a in alphas], [float(b) for b in betas]
-    if not alphas or not betas:
-        raise AsrError("give at least one alpha and one beta to try")
+    penalties = [float(p) for p in blank_penalties]
+    if not alphas or not betas or not penalties:
+        raise AsrError("give at least one alpha, one beta and one blank penalty to try")
     started = time.perf_counter()
     cached = list(iter_log_probs(model, entries, max_frames, progress))  # the acoustic model runs once
     refs = {e["id"]: e["text"] for e in entries}
-    points = [(a, b) for a in alphas for b in betas]
+    points = [(a, b, p) for p in penalties for a in alphas for b in betas]
     if progress:
         from tqdm import tqdm
 
         points = tqdm(points, desc="alpha/beta grid", unit="point", leave=False)
     grid = []
     with make_decoder(replace(options, decoder="beam"), model.tokenizer, model.frame_shift) as decoder:
-        for alpha, beta in points:
-            decoder.set_weights(alpha, beta)
-            grid.append(GridPoint(alpha, beta, score(refs, decode_batches(decoder, cached, entries))))
+        for alpha, beta, penalty in points:
+            decoder.set_weights(alpha, beta, penalty)
+            grid.append(GridPoint(alpha, beta, score(refs, decode_batches(decoder, cached, entries)), penalty))
     best = min(grid, key=lambda g: (g.scores.wer.errors, g.scores.cer.errors))  # min keeps the first of ties
-    return TuneResult(replace(options, decoder="beam", alpha=best.alpha, beta=best.beta), grid,
-                      time.perf_counter() - started)
+    return TuneResult(replace(options, decoder="beam", alpha=best.alpha, beta=best.beta,
+                              blank_penalty=best.blank_penalty), grid, time.perf_counter() - started)
 
 
 def stored_options(options: DecodingOptions) -> dict:

@@ -83,6 +83,31 @@ def test_beam_finds_the_likelier_labelling_where_greedy_is_wrong():
     assert math.log(0.4025) <= hyp.score < math.log(0.42)
 
 
+# "c?t": the middle frame says blank (0.5) a little more than "a" (0.45)
+UNSURE = frames("c", "_", {"_": 0.5, "a": 0.45}, "_", "t")
+
+
+def test_blank_penalty_turns_a_near_deletion_into_the_letter():
+    assert decode(GreedyDecoder(TOK, SHIFT), UNSURE).text == "ct"
+    assert decode(GreedyDecoder(TOK, SHIFT, blank_penalty=0.5), UNSURE).text == "cat"
+    assert decode(make_decoder(DecodingOptions(blank_penalty=0.5), TOK, SHIFT), UNSURE).text == "cat"
+    with beam() as decoder:
+        assert decode(decoder, UNSURE).text == "ct"
+        plain = decode(decoder, UNSURE).score
+        decoder.set_weights(alpha=0.5, beta=1.0, blank_penalty=0.5)
+        assert decoder.options.blank_penalty == 0.5
+        hyp = decode(decoder, UNSURE)
+        assert hyp.text == "cat" and hyp.score < plain  # the penalty is part of the score
+        decoder.set_weights(alpha=0.5, beta=1.0)  # a penalty not given is kept
+        assert decoder.options.blank_penalty == 0.5
+    # a confident blank stays a blank
+    assert decode(GreedyDecoder(TOK, SHIFT, blank_penalty=0.5), frames(*spell("cat"))).text == "cat"
+    # the caller's tensor is left alone
+    before = UNSURE.clone()
+    decode(GreedyDecoder(TOK, SHIFT, blank_penalty=2.0), UNSURE)
+    assert torch.equal(UNSURE, before)
+
+
 @needs_kenlm
 def test_lm_moves_the_output_to_an_in_vocabulary_word(tiny_lm):
     assert decode(GreedyDecoder(TOK, SHIFT), AMBIGUOUS).text == "the kat"
@@ -226,7 +251,7 @@ def test_bad_options_and_files_are_one_line_errors(tmp_path):
 
 
 def test_options_round_trip_through_plain_data():
-    options = DecodingOptions(decoder="beam", alpha=0.7, hotwords=("kat",), lm_path="/x/lm.bin")
+    options = DecodingOptions(decoder="beam", alpha=0.7, blank_penalty=1.5, hotwords=("kat",), lm_path="/x/lm.bin")
     data = options.to_dict()
     assert data["hotwords"] == ["kat"]
     assert DecodingOptions.from_dict({**data, "from_the_future": 1}) == options

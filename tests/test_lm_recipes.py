@@ -68,7 +68,8 @@ def experiment(tmp_path):
     config = librispeech.RecipeConfig(
         exp_dir=str(exp), data=librispeech.DataConfig(train=("dev",), dev=("dev",), test=("test",)),
         lm=librispeech.LMConfig(text=str(tmp_path / "text.txt"), order=3, memory="50M"),
-        decoding=librispeech.DecodingConfig(beam_width=8, alphas=(0.5, 1.0), betas=(0.0, 2.0), processes=2),
+        decoding=librispeech.DecodingConfig(beam_width=8, alphas=(0.5, 1.0), betas=(0.0, 2.0),
+                                                blank_penalties=(0.0, 1.5), processes=2),
         subwords=librispeech.SubwordConfig(vocab_size=24, model_type="bpe"))
     return config
 
@@ -106,14 +107,19 @@ def test_tune_writes_decoding_json_and_the_model_picks_it_up(experiment, tmp_pat
     best = librispeech.tune(experiment, progress=False)
     exp = experiment.exp
     record = json.loads((exp / "decoding.json").read_text())
-    assert (record["alpha"], record["beta"]) == (best.alpha, best.beta)
+    assert (record["alpha"], record["beta"], record["blank_penalty"]) == (best.alpha, best.beta, best.blank_penalty)
     assert (best.alpha, best.beta) in {(0.5, 0.0), (0.5, 2.0), (1.0, 0.0), (1.0, 2.0)}
+    assert best.blank_penalty in (0.0, 1.5)
     assert record["tuned_on"]["plan"]["utterances"] == 3
-    assert (exp / "tune-grid.txt").read_text().count("\n") == 5
+    assert record["tuned_on"]["plan"]["blank_penalties"] == [0.0, 1.5]
+    grid = (exp / "tune-grid.txt").read_text().splitlines()
+    assert len(grid) == 9 and grid[0].split() == ["alpha", "beta", "blank", "WER", "%", "CER", "%"]
+    assert {float(line.split()[2]) for line in grid[1:]} == {0.0, 1.5}
+    assert sum("<- best" in line for line in grid) == 1
     model = load_model(exp / "model.pt")
     options = DecodingOptions.from_dict(model.extra["decoding"])
     assert options.decoder == "beam" and options.lm_path == str((exp / "lm" / "lm.bin").resolve())
-    assert (options.alpha, options.beta) == (best.alpha, best.beta)
+    assert (options.alpha, options.beta, options.blank_penalty) == (best.alpha, best.beta, best.blank_penalty)
 
     # a second run keeps the result
     capsys.readouterr()
@@ -144,7 +150,8 @@ def test_transcribe_beam_with_lm_gives_words_with_times_and_confidences(experime
     wav = tmp_path / "speech.wav"
     sf.write(wav, (0.1 * np.random.default_rng(1).standard_normal(22050 * 2)).astype(np.float32), 22050)
     proc = run("asr", "transcribe", wav, "--model", experiment.exp / "model.pt", "--decoder", "beam",
-               "--lm", files.binary, "--format", "json", "--beam-width", "16", "--alpha", "0.5", "--beta", "1")
+               "--lm", files.binary, "--format", "json", "--beam-width", "16", "--alpha", "0.5", "--beta", "1",
+               "--blank-penalty", "0.5")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["text"] and data["words"]

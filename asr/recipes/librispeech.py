@@ -101,11 +101,12 @@ class LMConfig:
 
 @dataclass
 class DecodingConfig:
-    """Beam search, and the alpha/beta grid that stage ``tune`` tries on the dev set."""
+    """Beam search, and the alpha/beta/blank-penalty grid that stage ``tune`` tries on the dev set."""
 
     beam_width: int = 32
     alphas: tuple[float, ...] = (0.2, 0.4, 0.7, 1.0, 1.5)
     betas: tuple[float, ...] = (0.0, 1.0, 2.5)
+    blank_penalties: tuple[float, ...] = (0.0,)  # taken off the blank's log-prob in every frame
     max_utterances: int = 200  # dev utterances to tune on (evenly spaced); 0: all
     processes: int = 2  # beam search worker processes
 
@@ -368,7 +369,7 @@ def _spread(entries: list[dict], n: int) -> list[dict]:
 
 def tune_model(model_path: Path, dev_entries: list[dict], lm_files, decoding: DecodingConfig,
                progress: bool = True) -> DecodingOptions:
-    """Grid-search alpha and beta for ``model_path`` on ``dev_entries``; store the best.
+    """Grid-search alpha, beta and the blank penalty for ``model_path`` on ``dev_entries``; store the best.
 
     Writes ``decoding.json`` beside the model (the options, and what they were
     tuned on) and the options into the model file itself. A finished tuning is
@@ -382,24 +383,30 @@ def tune_model(model_path: Path, dev_entries: list[dict], lm_files, decoding: De
     options = DecodingOptions(decoder="beam", beam_width=decoding.beam_width, lm_path=str(lm_files.binary.resolve()),
                               unigrams_path=str(lm_files.unigrams.resolve()), processes=decoding.processes)
     entries = _spread(sorted(dev_entries, key=lambda e: e["id"]), decoding.max_utterances)
-    plan = {"alphas": list(decoding.alphas), "betas": list(decoding.betas), "utterances": len(entries),
+    plan = {"alphas": list(decoding.alphas), "betas": list(decoding.betas),
+            "blank_penalties": list(decoding.blank_penalties), "utterances": len(entries),
             "beam_width": decoding.beam_width, "lm_path": options.lm_path}
     if out.exists() and all(out.stat().st_mtime >= p.stat().st_mtime for p in (model_path, lm_files.binary)):
         previous = json.loads(out.read_text())
         if previous.get("tuned_on", {}).get("plan") == plan:
-            print(f"{out}: already tuned (alpha {previous['alpha']}, beta {previous['beta']})")
+            print(f"{out}: already tuned ({_weights(DecodingOptions.from_dict(previous))})")
             return DecodingOptions.from_dict(previous)
     model = load_model(model_path)
-    result = grid_search(model, entries, options, decoding.alphas, decoding.betas, progress=progress)
-    best = next(g for g in result.grid if (g.alpha, g.beta) == (result.best.alpha, result.best.beta))
+    result = grid_search(model, entries, options, decoding.alphas, decoding.betas, decoding.blank_penalties,
+                         progress=progress)
+    best = next(g for g in result.grid if g.key == (result.best.alpha, result.best.beta, result.best.blank_penalty))
     store_decoding(model_path, result.best)
     record = {**stored_options(result.best), "tuned_on": {
         "plan": plan, "wer": best.scores.wer.rate, "cer": best.scores.cer.rate, "seconds": round(result.seconds, 1)}}
     out.write_text(json.dumps(record, indent=2) + "\n")
     (model_path.parent / "tune-grid.txt").write_text(result.table() + "\n")
-    print(f"alpha/beta grid on {len(entries)} dev utterances ({result.seconds:.0f} s):\n{result.table()}")
-    print(f"best: alpha {result.best.alpha}, beta {result.best.beta} -> {out} and {model_path}")
+    print(f"alpha/beta/blank grid on {len(entries)} dev utterances ({result.seconds:.0f} s):\n{result.table()}")
+    print(f"best: {_weights(result.best)} -> {out} and {model_path}")
     return result.best
+
+
+def _weights(options: DecodingOptions) -> str:
+    return f"alpha {options.alpha:g}, beta {options.beta:g}, blank penalty {options.blank_penalty:g}"
 
 
 def tune(config: RecipeConfig, progress: bool = True, **_) -> DecodingOptions:
@@ -429,7 +436,9 @@ def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict:
     if model.extra.get("decoding"):
         options = replace(DecodingOptions.from_dict(model.extra["decoding"]), processes=config.decoding.processes)
         beam = evaluate_sets(model, sets, config.exp / "results", options, tag="beam-lm", progress=progress)
-        rows += [(name, f"beam+LM a={options.alpha:g} b={options.beta:g}", s) for name, s in beam.items()]
+        setup = f"beam+LM a={options.alpha:g} b={options.beta:g}" + (
+            f" bp={options.blank_penalty:g}" if options.blank_penalty else "")
+        rows += [(name, setup, s) for name, s in beam.items()]
         results.update({f"{name} beam+LM": s for name, s in beam.items()})
     table = format_table(sorted(rows, key=lambda r: list(sets).index(r[0])))
     (config.exp / "results" / "wer.txt").write_text(table + "\n")
