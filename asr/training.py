@@ -229,6 +229,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "sampler": {"epoch": self.epoch, "position": self.position},
+            "skipped": self.skipped,
             "rng": checkpoint.rng_state(),
             "history": self.history,
         }, self.checkpoint_path)
@@ -245,6 +246,7 @@ class Trainer:
         self.scaler.load_state_dict(data["scaler"])
         self.step = int(data["step"])
         self.epoch, self.position = int(data["sampler"]["epoch"]), int(data["sampler"]["position"])
+        self.skipped = int(data.get("skipped", 0))  # checkpoints from before it was kept: none in a row
         self.history = data["history"]
         checkpoint.set_rng_state(data["rng"])
 

@@ -124,10 +124,19 @@ def test_an_update_with_non_finite_gradients_is_skipped(corpus, tmp_path):
     loss, grad_norm = trainer.train_step(next(batches))
     assert math.isfinite(grad_norm) and not all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     poisoned.update(range(4, 100))
+    for _ in range(5):
+        trainer.train_step(next(batches))
+    assert trainer.skipped == 5
+    trainer.save_checkpoint()  # the count goes on after a resume
+    resumed = make_trainer(corpus, tmp_path, max_steps=30)
+    resumed.load_checkpoint()
+    assert resumed.skipped == 5 and resumed.step == 9
+    resumed.loss_fn = lambda out, batch: loss_fn(out, batch) * math.nan
+    batches = resumed.batches()
     with pytest.raises(AsrError, match="training diverged: 20 updates in a row"):
         for _ in range(25):
-            trainer.train_step(next(batches))
-    assert trainer.step == 23  # the error comes before the 20th skipped update counts as a step
+            resumed.train_step(next(batches))
+    assert resumed.step == 23  # 15 after the resume; the error comes before the 20th counts as a step
 
 
 @pytest.mark.parametrize("max_steps, pct_start", [(10, 0.1), (2, 0.5), (4, 0.25), (1, 0.1)])
