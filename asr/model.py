@@ -334,6 +334,7 @@ class Encoder(nn.Module):
         """feats: (batch, n_mels, frames), lengths: (batch,) -> ((batch, frames', output_dim), (batch,))."""
         # CPU autocast leaves the convolutions in float32: oneDNN's bfloat16 weight gradient (on a
         # CPU with AMX) returned NaN now and then for the same inputs (2 of 15 replays of one step).
+        # The classification baselines (CNN2d, M5) do the same.
         with torch.autocast("cpu", enabled=False):
             x = self.conv(feats.unsqueeze(1).float())  # (batch, channels, feats', frames')
             b, c, f, t = x.shape
@@ -478,10 +479,12 @@ class CNN2d(nn.Module):
             feats = F.pad(feats, (0, self.min_frames - feats.shape[-1]))
         b, rows, t = feats.shape
         x = feats.reshape(b, self.in_channels, rows // self.in_channels, t)
-        for block in self.blocks:
-            x = block(x)
-            lengths = torch.div(lengths, 2, rounding_mode="floor").clamp(min=1)
-            x = x * time_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
+        with torch.autocast("cpu", enabled=False):  # float32 convolutions on a CPU, as in Encoder
+            x = x.float()
+            for block in self.blocks:
+                x = block(x)
+                lengths = torch.div(lengths, 2, rounding_mode="floor").clamp(min=1)
+                x = x * time_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
         b, c, f, t = x.shape
         x = self.dropout(x.permute(0, 3, 1, 2).reshape(b, t, c * f))
         return x, lengths.clamp(max=t)
@@ -515,11 +518,13 @@ class M5(nn.Module):
         if x.shape[-1] < self.min_samples:
             x = F.pad(x, (0, self.min_samples - x.shape[-1]))
         lengths = lengths.clamp(min=self.min_samples)
-        for conv, block in zip(self.convs, self.blocks):
-            x = block(conv(x))
-            lengths = torch.div(conv_output_lengths(conv, lengths, dim=0), self.pool, rounding_mode="floor")
-            lengths = lengths.clamp(min=1, max=x.shape[-1])
-            x = x * time_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        with torch.autocast("cpu", enabled=False):  # float32 convolutions on a CPU, as in Encoder
+            x = x.float()
+            for conv, block in zip(self.convs, self.blocks):
+                x = block(conv(x))
+                lengths = torch.div(conv_output_lengths(conv, lengths, dim=0), self.pool, rounding_mode="floor")
+                lengths = lengths.clamp(min=1, max=x.shape[-1])
+                x = x * time_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
         return self.dropout(x.transpose(1, 2)), lengths
 
 

@@ -146,3 +146,34 @@ def test_dropout_on_cpu_drops_at_its_rate_and_scales_the_rest():
     rows = (y == 0).float().mean(dim=1)
     assert rows.std() > 0  # masks differ along every axis (not one draw broadcast)
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_convolutions_stay_float32_under_cpu_autocast():
+    """oneDNN's bfloat16 convolution weight gradient returned NaN now and then on an AMX CPU, so
+    under CPU autocast every convolution (the encoder's, and the baselines') runs in float32,
+    while the linear layers after them take bfloat16."""
+    from asr.model import CNN2d, M5
+
+    torch.manual_seed(0)
+    cases = [
+        (Encoder(named_config("small", n_mels=20, cnn_channels=4, n_res_blocks=1, rnn_dim=16, n_rnn_layers=1)),
+         torch.randn(2, 20, 30)),
+        (CNN2d(1, 16, (4, 8), dropout=0.0), torch.randn(2, 16, 30)),
+        (CNN2d(2, 32, (4, 8), dropout=0.0), torch.randn(2, 32, 30)),
+        (M5((4, 8), dropout=0.0), torch.randn(2, 1, 4000)),
+    ]
+    for module, feats in cases:
+        seen = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.update({name: o.dtype}))
+                 for name, m in module.named_modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d))]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = module(feats, torch.tensor([feats.shape[-1], feats.shape[-1] // 2]))
+        for hook in hooks:
+            hook.remove()
+        assert seen and set(seen.values()) == {torch.float32}, type(module).__name__
+        out.float().sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+    # the linear layers still run in bfloat16
+    proj = cases[0][0].proj
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert proj(torch.randn(3, proj.in_features)).dtype == torch.bfloat16
