@@ -41,12 +41,18 @@ class TuneResult:
     grid: list[GridPoint]
     seconds: float
 
+    @property
+    def best_point(self) -> GridPoint:
+        """The grid point of ``best``, with its scores."""
+        key = (self.best.alpha, self.best.beta, self.best.blank_penalty)
+        return next(g for g in self.grid if g.key == key)
+
     def table(self) -> str:
         """The grid as text, best point marked."""
-        best = (self.best.alpha, self.best.beta, self.best.blank_penalty)
+        best = self.best_point
         lines = [f"{'alpha':>6} {'beta':>6} {'blank':>6} {'WER %':>7} {'CER %':>7}"]
         for g in self.grid:
-            mark = "  <- best" if g.key == best else ""
+            mark = "  <- best" if g is best else ""
             lines.append(f"{g.alpha:>6.2f} {g.beta:>6.2f} {g.blank_penalty:>6.2f} {100 * g.scores.wer.rate:>7.2f} "
                          f"{100 * g.scores.cer.rate:>7.2f}{mark}")
         return "\n".join(lines)
@@ -77,7 +83,7 @@ def grid_search(model: Recognizer, entries: list[dict], options: DecodingOptions
     if progress:
         from tqdm import tqdm
 
-        points = tqdm(points, desc="alpha/beta grid", unit="point", leave=False)
+        points = tqdm(points, desc="alpha/beta/blank grid", unit="point", leave=False)
     grid = []
     with make_decoder(replace(options, decoder="beam"), model.tokenizer, model.frame_shift) as decoder:
         for alpha, beta, penalty in points:

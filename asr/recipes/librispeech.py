@@ -394,7 +394,7 @@ def tune_model(model_path: Path, dev_entries: list[dict], lm_files, decoding: De
     model = load_model(model_path)
     result = grid_search(model, entries, options, decoding.alphas, decoding.betas, decoding.blank_penalties,
                          progress=progress)
-    best = next(g for g in result.grid if g.key == (result.best.alpha, result.best.beta, result.best.blank_penalty))
+    best = result.best_point
     store_decoding(model_path, result.best)
     record = {**stored_options(result.best), "tuned_on": {
         "plan": plan, "wer": best.scores.wer.rate, "cer": best.scores.cer.rate, "seconds": round(result.seconds, 1)}}
@@ -410,7 +410,7 @@ def _weights(options: DecodingOptions) -> str:
 
 
 def tune(config: RecipeConfig, progress: bool = True, **_) -> DecodingOptions:
-    """Choose the LM weight and word bonus on the dev set for ``<exp>/model.pt``."""
+    """Choose the LM weight, word bonus and blank penalty on the dev set for ``<exp>/model.pt``."""
     files = lm(config, progress=progress)
     return tune_model(config.exp / "model.pt", _entries(config, config.data.dev), files, config.decoding,
                       progress=progress)
