@@ -93,6 +93,9 @@ class ClassifyConfig:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
     ensemble: int = 1  # models trained from seeds train.seed, train.seed + 1, ...; their probabilities averaged
+    # evaluate: also score each set with BatchNorm statistics re-estimated on its own clips (unlabelled),
+    # under results/<set>-adapted/ (see adapt_batchnorm)
+    adapt_batchnorm: bool = False
 
     @property
     def exp(self) -> Path:
@@ -246,11 +249,7 @@ def predict(net: Classifier, features: FeatureExtractor, entries: list[dict], de
             max_frames: int = 20000, progress: bool = False) -> torch.Tensor:
     """Log-probs (len(entries), n_classes) for manifest entries, in their order (no augmentation)."""
     net.eval()
-    frame_shift = features.config.frame_shift
-    longest = max(math.ceil(e["duration"] / frame_shift) for e in entries)
-    sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, longest + 1), frame_shift,
-                                    shuffle=False)
-    batches = sampler.batches(0)
+    batches = _length_batches(features, entries, max_frames)
     if progress:
         from tqdm import tqdm
 
@@ -261,6 +260,50 @@ def predict(net: Classifier, features: FeatureExtractor, entries: list[dict], de
         feats, frames = features(audio.to(device), lengths.to(device))
         out[indices] = net(feats, frames).float().cpu()
     return out
+
+
+@torch.no_grad()
+def adapt_batchnorm(net, features: FeatureExtractor, entries: list[dict], device="cpu",
+                    max_frames: int = 20000) -> int:
+    """Re-estimate every BatchNorm layer's statistics on ``entries`` (no labels), in place.
+
+    Test-time normalisation to a new speaker or recording condition: the running means
+    and variances learnt on the training speakers are replaced by the average over these
+    clips, batched as ``predict`` batches them; weights and everything else stay as they
+    are. Returns the number of layers adapted; raises ``AsrError`` if there is none (the
+    shared encoder normalises with LayerNorm, per frame, and has nothing to adapt).
+    """
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise AsrError("this model has no BatchNorm layers to adapt")
+    if not entries:
+        raise AsrError("no clips to adapt the BatchNorm statistics on")
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    net.eval()
+    for m in norms:
+        m.train()
+    try:
+        for indices in _length_batches(features, entries, max_frames):
+            audio, lengths = _pad([load_entry_audio(entries[i]) for i in indices])
+            feats, frames = features(audio.to(device), lengths.to(device))
+            net(feats, frames)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        net.eval()
+    return len(norms)
+
+
+def _length_batches(features: FeatureExtractor, entries: list[dict], max_frames: int) -> list[list[int]]:
+    """Indices of ``entries`` in batches of similar length, in a fixed order (inference)."""
+    frame_shift = features.config.frame_shift
+    longest = max(math.ceil(e["duration"] / frame_shift) for e in entries)
+    sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, longest + 1), frame_shift,
+                                    shuffle=False)
+    return sampler.batches(0)
 
 
 def _pad(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -600,17 +643,27 @@ def evaluate_stage(config: ClassifyConfig, progress: bool = True, sets: tuple[st
     labels, splits, _ = read_task(config.exp)
     if model.labels != labels:
         raise AsrError(f"{config.exp / 'model.pt'} was trained for other labels than {config.exp / 'task.json'}")
-    reports = {}
-    for name in sets:
-        entries = splits.get(name) or []
-        if not entries:
-            continue
+    index = {label: i for i, label in enumerate(labels)}
+
+    def score(name: str, entries: list[dict]) -> Report:
         log_probs = predict(model.net, model.features, entries, model.device, progress=progress)
-        index = {label: i for i, label in enumerate(labels)}
         report = Report.from_predictions(labels, [index[e["label"]] for e in entries], log_probs.argmax(-1).tolist())
         folder = write_report(report, config.exp / "results" / name, name, entries, log_probs)
         print(report.text(name).split("\n", 1)[0] + f"; report: {folder / 'report.txt'}")
-        reports[name] = report
+        return report
+
+    reports = {}
+    for name in sets:
+        entries = splits.get(name) or []
+        if entries:
+            reports[name] = score(name, entries)
+    if config.adapt_batchnorm:  # after the plain scores: each set adapts the stored statistics afresh
+        stored = {k: v.clone() for k, v in model.net.state_dict().items()}
+        for name in [n for n in sets if splits.get(n)]:
+            model.net.load_state_dict(stored)
+            adapt_batchnorm(model.net, model.features, splits[name], model.device)
+            reports[f"{name}-adapted"] = score(f"{name}-adapted", splits[name])
+        model.net.load_state_dict(stored)
     return reports
 
 

@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint, cli
-from asr.classify import MixupCollate, Report, classification_loss, classify, format_prediction, load_classifier
+from asr.classify import (MixupCollate, Report, adapt_batchnorm, classification_loss, classify, format_prediction,
+                          load_classifier, predict)
 from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationDataset, background_noise_files, collate,
                       load_entry_audio, read_esc50, read_fsdd, read_label_folders, split_by_lists,
                       to_twelve_classes, which_set)
@@ -254,6 +255,38 @@ def test_ensemble_averages_its_members_probabilities():
         Ensemble([Classifier(config), Classifier(tiny_classifier("cnn2d", n_classes=3))])
     with pytest.raises(ValueError, match="classifiers only"):
         build_model(named_config("small"), members=2)
+
+
+def test_adapt_batchnorm_re_estimates_the_statistics_on_the_given_clips(tmp_path):
+    torch.manual_seed(0)
+    net = build_model(tiny_classifier("cnn2d"), members=2)
+    features = FeatureExtractor(FeatureConfig(n_mels=16))
+    entries = [{"audio_filepath": str(write_wav(tmp_path / f"{i}.wav", 0.4 + 0.1 * i, freq=300 + 150 * i, seed=i)),
+                "duration": 0.4 + 0.1 * i} for i in range(4)]
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen = []  # what the first BatchNorm of the second member gets in a plain (eval) pass: one batch here
+    hook = norms[len(norms) // 2].register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    before = predict(net, features, entries)
+    hook.remove()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+
+    assert adapt_batchnorm(net, features, entries) == len(norms) == 2 * 2
+    x = torch.cat(seen)
+    first = norms[len(norms) // 2]
+    assert torch.allclose(first.running_mean, x.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(first.running_var, x.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
+    assert all(m.momentum == 0.1 and not m.training for m in norms) and not net.training
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())  # only the statistics moved
+    after = predict(net, features, entries)
+    assert not torch.allclose(before, after)
+
+    stats = [m.running_mean.clone() for m in norms]
+    adapt_batchnorm(net, features, entries)  # from the clips alone, not from the statistics before
+    assert all(torch.allclose(a, m.running_mean, atol=1e-6) for a, m in zip(stats, norms))
+    with pytest.raises(AsrError, match="no BatchNorm layers"):
+        adapt_batchnorm(build_model(tiny_classifier("encoder")), features, entries)
+    with pytest.raises(AsrError, match="no clips"):
+        adapt_batchnorm(net, features, [])
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])

@@ -282,7 +282,7 @@ def test_fsdd_ensemble_trains_seeded_members_and_averages_them(tmp_path, capsys)
     torch.set_num_threads(1)
     recordings = fake_fsdd(tmp_path / "rec")
     exp = tmp_path / "exp"
-    config = fsdd_config(tmp_path, recordings, exp, top="ensemble = 2")
+    config = fsdd_config(tmp_path, recordings, exp, top="ensemble = 2\nadapt_batchnorm = true")
     assert fsdd.main(["prepare", "--config", config]) == 0
     assert fsdd.main(["train", "--config", config, "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -302,8 +302,15 @@ def test_fsdd_ensemble_trains_seeded_members_and_averages_them(tmp_path, capsys)
     steps = [checkpoint.load(exp / "members" / str(i) / "checkpoints" / "last.pt")["step"] for i in range(2)]
     assert fsdd.main(["train", "--config", config, "--resume", "--no-progress"]) == 0  # finished: nothing to add
     assert [checkpoint.load(exp / "members" / str(i) / "checkpoints" / "last.pt")["step"] for i in range(2)] == steps
+    stored = (exp / "model.pt").read_bytes()
+    capsys.readouterr()
     assert fsdd.main(["evaluate", "--config", config, "--no-progress"]) == 0
     assert (exp / "results" / "test" / "report.txt").read_text().startswith("test: accuracy ")
+    assert (exp / "results" / "test-adapted" / "report.txt").read_text().startswith("test-adapted: accuracy ")
+    assert (exp / "results" / "test-adapted" / "confusion.png").is_file()
+    out = capsys.readouterr().out
+    assert "test-adapted: accuracy" in out and "dev-adapted: accuracy" in out
+    assert (exp / "model.pt").read_bytes() == stored  # the adapted statistics are not saved
     capsys.readouterr()
     assert cli.main(["info", str(exp / "model.pt")]) == 0
     info = capsys.readouterr().out
