@@ -161,7 +161,7 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
           f"({test.total} clips, never heard in training)")
     if "test-adapted" in reports:
         print(f"  {100 * reports['test-adapted'].accuracy:.2f}% with the BatchNorm statistics re-estimated on "
-              f"his {test.total} clips, unlabelled (adapt_batchnorm)")
+              f"the speaker's {test.total} clips, unlabelled (adapt_batchnorm)")
     print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav")
 
 
