@@ -249,16 +249,9 @@ def predict(net: Classifier, features: FeatureExtractor, entries: list[dict], de
             max_frames: int = 20000, progress: bool = False) -> torch.Tensor:
     """Log-probs (len(entries), n_classes) for manifest entries, in their order (no augmentation)."""
     net.eval()
-    batches = _length_batches(features, entries, max_frames)
-    if progress:
-        from tqdm import tqdm
-
-        batches = tqdm(batches, desc="classifying", unit="batch", leave=False)
     out = torch.zeros(len(entries), net.config.n_classes)
-    for indices in batches:
-        audio, lengths = _pad([load_entry_audio(entries[i]) for i in indices])
-        feats, frames = features(audio.to(device), lengths.to(device))
-        out[indices] = net(feats, frames).float().cpu()
+    for indices, log_probs in _run_batches(net, features, entries, device, max_frames, progress):
+        out[indices] = log_probs.float().cpu()
     return out
 
 
@@ -286,10 +279,8 @@ def adapt_batchnorm(net, features: FeatureExtractor, entries: list[dict], device
     for m in norms:
         m.train()
     try:
-        for indices in _length_batches(features, entries, max_frames):
-            audio, lengths = _pad([load_entry_audio(entries[i]) for i in indices])
-            feats, frames = features(audio.to(device), lengths.to(device))
-            net(feats, frames)
+        for _ in _run_batches(net, features, entries, device, max_frames):
+            pass
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
@@ -297,13 +288,23 @@ def adapt_batchnorm(net, features: FeatureExtractor, entries: list[dict], device
     return len(norms)
 
 
-def _length_batches(features: FeatureExtractor, entries: list[dict], max_frames: int) -> list[list[int]]:
-    """Indices of ``entries`` in batches of similar length, in a fixed order (inference)."""
+def _run_batches(net, features: FeatureExtractor, entries: list[dict], device, max_frames: int,
+                 progress: bool = False):
+    """Run ``net`` over ``entries`` (no augmentation) in length-bucketed batches, in a fixed
+    order; yields (indices into entries, the net's output), leaving the net's modes as they are."""
     frame_shift = features.config.frame_shift
     longest = max(math.ceil(e["duration"] / frame_shift) for e in entries)
     sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, longest + 1), frame_shift,
                                     shuffle=False)
-    return sampler.batches(0)
+    batches = sampler.batches(0)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="classifying", unit="batch", leave=False)
+    for indices in batches:
+        audio, lengths = _pad([load_entry_audio(entries[i]) for i in indices])
+        feats, frames = features(audio.to(device), lengths.to(device))
+        yield indices, net(feats, frames)
 
 
 def _pad(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -659,7 +660,7 @@ def evaluate_stage(config: ClassifyConfig, progress: bool = True, sets: tuple[st
             reports[name] = score(name, entries)
     if config.adapt_batchnorm:  # after the plain scores: each set adapts the stored statistics afresh
         stored = {k: v.clone() for k, v in model.net.state_dict().items()}
-        for name in [n for n in sets if splits.get(n)]:
+        for name in list(reports):
             model.net.load_state_dict(stored)
             adapt_batchnorm(model.net, model.features, splits[name], model.device)
             reports[f"{name}-adapted"] = score(f"{name}-adapted", splits[name])
