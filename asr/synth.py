@@ -443,7 +443,8 @@ def _chapter_base(subset: str) -> int:
 def make_librispeech_corpus(root, subsets: dict[str, list[str]], voices: dict[str, list[Voice]], *,
                             seed: int = 0, rate_range: tuple[float, float] = (0.85, 1.2),
                             pitch_range: tuple[float, float] = (0.8, 1.25), balance: str = "voice",
-                            workers: int = 2, progress: bool = True) -> Path:
+                            renditions: dict[str, int] | None = None, workers: int = 2,
+                            progress: bool = True) -> Path:
     """Speak sentences in the LibriSpeech layout; returns ``root/LibriSpeech``.
 
     ``subsets`` maps a subset name (``"train-clean-100"``, ``"test-clean"``, ...) to
@@ -452,7 +453,9 @@ def make_librispeech_corpus(root, subsets: dict[str, list[str]], voices: dict[st
     so every voice gets an equal share), at a seeded random rate and pitch. With
     ``balance="engine"`` every engine gets an equal share instead, split equally
     among its voices (so a few flite voices are heard as much as many espeak-ng
-    variants). Writes
+    variants). ``renditions`` maps subset names to how many times each of their
+    sentences is spoken (default 1), every time by a different voice (and with
+    ``balance="engine"``, by each engine in turn) at its own rate and pitch. Writes
 
         LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac
         LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt
@@ -476,26 +479,37 @@ def make_librispeech_corpus(root, subsets: dict[str, list[str]], voices: dict[st
             raise AsrError(f"no voices given for subset {name}")
         for voice in voices[name]:
             _check_voice(voice)
+    renditions = dict(renditions or {})
+    unknown = sorted(set(renditions) - set(subsets))
+    if unknown:
+        raise AsrError(f"renditions given for unknown subset(s): {', '.join(unknown)}")
+    if not all(isinstance(n, int) and n >= 1 for n in renditions.values()):
+        raise AsrError(f"renditions must be whole numbers of at least 1, got {renditions}")
 
     for name, sentences in subsets.items():
         _make_librispeech_subset(base, name, sentences, list(voices[name]), seed=seed, rate_range=rate_range,
-                                 pitch_range=pitch_range, balance=balance, workers=workers, progress=progress)
+                                 pitch_range=pitch_range, balance=balance, renditions=renditions.get(name, 1),
+                                 workers=workers, progress=progress)
     _write_speakers(base)
     return base
 
 
 def _make_librispeech_subset(base: Path, name: str, sentences: list[str], voices: list[Voice], *, seed: int,
-                             rate_range, pitch_range, balance: str, workers: int, progress: bool) -> None:
+                             rate_range, pitch_range, balance: str, renditions: int, workers: int,
+                             progress: bool) -> None:
     if len(set(voices)) != len(voices):
         raise AsrError(f"subset {name}: a voice is listed twice")
     subset_dir = base / name
     done, pending = base / f".{name}.complete", base / f".{name}.pending"
     fingerprint = _fingerprint(layout="librispeech-1", sentences=list(sentences), voices=[v.id for v in voices],
                                seed=seed, rate_range=list(rate_range), pitch_range=list(pitch_range),
-                               **({"balance": balance} if balance != "voice" else {}))
+                               **({"balance": balance} if balance != "voice" else {}),
+                               **({"renditions": renditions} if renditions != 1 else {}))
 
     texts = [normalize_text(s) for s in sentences]
-    order = [i for i in _rng(seed, name).permutation(len(sentences)) if texts[i]]
+    # Slot k speaks sentence order[k // renditions]: a sentence's renditions are consecutive
+    # slots, which the round-robin below gives to different groups, then different voices.
+    order = [i for i in _rng(seed, name).permutation(len(sentences)) if texts[i] for _ in range(renditions)]
     rng = _rng(seed + 1, name)
     rates, pitches = _draw(rng, rate_range, len(order)), _draw(rng, pitch_range, len(order))
 
@@ -504,6 +518,10 @@ def _make_librispeech_subset(base: Path, name: str, sentences: list[str], voices
     for voice in turn:
         by_key.setdefault(voice.engine if balance == "engine" else "", []).append(voice)
     groups = list(by_key.values())
+    need = -(-renditions // len(groups))  # voices of one group that speak the same sentence
+    if need > min(map(len, groups)):
+        raise AsrError(f"subset {name}: {renditions} renditions of each sentence need {need} different voices"
+                       + (" of every engine" if balance == "engine" else ""))
     counts: dict[Voice, int] = {}
     jobs, rows = [], []  # rows: (voice, speaker, chapter, utt, text) in job order
     for k, i in enumerate(order):

@@ -162,6 +162,37 @@ def test_librispeech_balance(tmp_path, balance, flite_share):
     assert all(spoken.get(str(100 + VOICES.index(v)), 0) >= 1 for v in espeak)
 
 
+@needs_both
+def test_librispeech_renditions(tmp_path):
+    espeak = [ESPEAK, Voice("espeak-ng", "en+m2"), Voice("espeak-ng", "en-us+m3")]
+    sentences = [f"Sentence number {n}." for n in range(4)]
+    base = make_librispeech_corpus(tmp_path, {"train": sentences, "test": sentences[:2]},
+                                   {"train": [*espeak, FLITE], "test": [ESPEAK]}, balance="engine",
+                                   renditions={"train": 2}, workers=2, progress=False)
+    engine = {str(100 + VOICES.index(v)): v.engine for v in [*espeak, FLITE]}
+    speakers: dict[str, list[str]] = {}  # text -> the speakers who say it
+    for trans in (base / "train").glob("*/*/*.trans.txt"):
+        for line in trans.read_text().splitlines():
+            speakers.setdefault(line.split(" ", 1)[1], []).append(trans.parent.parent.name)
+    assert len(speakers) == 4 and len(list((base / "train").glob("*/*/*.flac"))) == 8
+    for text, who in speakers.items():  # twice each, by one voice of each engine
+        assert sorted(engine[s] for s in who) == ["espeak-ng", "flite"], text
+    assert len(list((base / "test").glob("*/*/*.flac"))) == 2  # other subsets: once
+
+    with pytest.raises(AsrError, match="3 renditions of each sentence need 2 different voices of every engine"):
+        make_librispeech_corpus(tmp_path / "b", {"train": sentences}, {"train": [*espeak, FLITE]}, balance="engine",
+                                renditions={"train": 3}, progress=False)
+    with pytest.raises(AsrError, match="need 2 different voices$"):
+        make_librispeech_corpus(tmp_path / "b", {"train": sentences}, {"train": [ESPEAK]},
+                                renditions={"train": 2}, progress=False)
+    with pytest.raises(AsrError, match="unknown subset"):
+        make_librispeech_corpus(tmp_path / "b", {"train": sentences}, {"train": [ESPEAK]},
+                                renditions={"dev": 2}, progress=False)
+    with pytest.raises(AsrError, match="at least 1"):
+        make_librispeech_corpus(tmp_path / "b", {"train": sentences}, {"train": [ESPEAK]},
+                                renditions={"train": 0}, progress=False)
+
+
 def test_librispeech_balance_is_checked(tmp_path):
     with pytest.raises(AsrError, match="balance"):
         make_librispeech_corpus(tmp_path, {"train": ["A."]}, {"train": [ESPEAK]}, balance="speaker", progress=False)

@@ -70,7 +70,8 @@ def librispeech(args) -> None:
     subsets = {name: part for name, part in zip(SUBSETS, parts) if part}
     voices = dict(zip(SUBSETS, (train, dev, test)))
     out = make_librispeech_corpus(args.out, subsets, {k: voices[k] for k in subsets}, seed=args.seed,
-                                  balance=args.balance, workers=args.workers, progress=not args.quiet)
+                                  balance=args.balance, renditions={SUBSETS[0]: args.renditions} if parts[0] else None,
+                                  workers=args.workers, progress=not args.quiet)
     print(out)
 
 
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-voices", nargs="+", default=list(TEST_VOICES), metavar="VOICE")
     p.add_argument("--balance", choices=BALANCES, default="voice",
                    help="equal shares of the sentences per voice, or per TTS engine")
+    p.add_argument("--renditions", type=int, default=1,
+                   help="times each training sentence is spoken, each time by another voice")
     common(p)
     p.set_defaults(func=librispeech)
 

@@ -80,6 +80,7 @@ class SynthConfig:
     pitch_range: tuple[float, float] = (0.8, 1.25)
     balance: str = "voice"  # "voice": every training voice an equal share; "engine": every TTS engine
     engines: tuple[str, ...] = ("espeak-ng", "flite")  # training voices: the installed catalogue voices of these
+    renditions: int = 1  # times each training sentence is spoken, each time by another voice
     seed: int = 0
     workers: int = 0  # synthesis processes; 0: one per CPU core
 
@@ -490,7 +491,8 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
     started = time.perf_counter()
     make_librispeech_corpus(config.corpus.parent, split_sentences(config.synth), voices, seed=config.synth.seed,
                             rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
-                            balance=config.synth.balance, workers=config.synth.worker_count,
+                            balance=config.synth.balance, renditions={"train-synth": config.synth.renditions},
+                            workers=config.synth.worker_count,
                             progress=progress)
     print(f"synthetic corpus ready in {config.corpus} ({time.perf_counter() - started:.0f} s); "
           f"{len(voices['train-synth'])} training voices, held out: {', '.join(sorted(held_out))}")
