@@ -507,8 +507,8 @@ def _make_librispeech_subset(base: Path, name: str, sentences: list[str], voices
                                **({"renditions": renditions} if renditions != 1 else {}))
 
     texts = [normalize_text(s) for s in sentences]
-    # Slot k speaks sentence order[k // renditions]: a sentence's renditions are consecutive
-    # slots, which the round-robin below gives to different groups, then different voices.
+    # Each sentence fills `renditions` consecutive slots of `order`, which the round-robin
+    # below gives to different groups, then to different voices of a group.
     order = [i for i in _rng(seed, name).permutation(len(sentences)) if texts[i] for _ in range(renditions)]
     rng = _rng(seed + 1, name)
     rates, pitches = _draw(rng, rate_range, len(order)), _draw(rng, pitch_range, len(order))
