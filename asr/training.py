@@ -14,7 +14,7 @@ import math
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,9 @@ class TrainConfig:
     div_factor: float = 25.0  # initial lr = lr / div_factor
     final_div_factor: float = 1e3
     weight_decay: float = 1e-2
+    # "adamw", or "muon": Muon (orthogonalised momentum, torch.optim.Muon) for the hidden weight
+    # matrices (input projection, GRU, hidden classifier layer) and AdamW for the rest
+    optimizer: str = "adamw"
     grad_clip: float = 5.0
     max_frames: int = 20000  # padded feature frames per batch
     max_batch_size: int = 0  # 0: no limit beyond max_frames
@@ -61,6 +64,55 @@ class TrainConfig:
         data = dict(data)
         spec = data.pop("specaugment", {})
         return cls(**data, specaugment=None if spec is None else SpecAugmentConfig(**spec))
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for the 2-D weight matrices of hidden layers, AdamW for everything else.
+
+    Muon (``torch.optim.Muon``) replaces each matrix's momentum by its nearest
+    orthogonal matrix (Newton-Schulz iterations), so every direction of the update
+    moves at the same rate. Its step size is scaled to match AdamW's update RMS
+    (``adjust_lr_fn="match_rms_adamw"``), so the two share one learning rate and one
+    schedule. Convolution kernels, norms, biases and the output layer stay with AdamW,
+    as Muon's authors advise. The two optimisers share this object's param groups
+    (group 0: Muon, group 1: AdamW), so a learning-rate scheduler drives both.
+    """
+
+    def __init__(self, model: torch.nn.Module, lr: float, weight_decay: float) -> None:
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        output = linears[-1].weight if linears else None  # the output layer (the last one registered)
+        matrices, others = [], []
+        for p in model.parameters():
+            (matrices if p.ndim == 2 and p is not output else others).append(p)
+        groups = [{"params": matrices}, {"params": others}]
+        super().__init__(groups, {"lr": lr, "weight_decay": weight_decay, "betas": (0.9, 0.999)})
+        self.muon = torch.optim.Muon([self.param_groups[0]], lr=lr, weight_decay=weight_decay,
+                                     adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW([self.param_groups[1]], lr=lr, weight_decay=weight_decay)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        # loading gives the inner optimisers new group dicts: share them again
+        self.param_groups[:] = [self.muon.param_groups[0], self.adamw.param_groups[0]]
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "muon":
+        return MuonAdamW(model, config.lr, config.weight_decay)
+    raise AsrError(f"unknown optimizer {config.optimizer!r}; choose adamw or muon")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,7 +176,7 @@ class Trainer:
             sortagrad=config.sortagrad, max_batch_size=config.max_batch_size or None)
         self.dev_entries = dev_entries or []
         self.evaluate = evaluate
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(model, config)
         self.scheduler = self._one_cycle(config.max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = 0
@@ -155,7 +207,7 @@ class Trainer:
         rng, scaler_state = checkpoint.rng_state(), self.scaler.state_dict()
         model = self.model
         self.model = copy.deepcopy(model)
-        optimizer, self.optimizer = self.optimizer, torch.optim.AdamW(self.model.parameters(), lr=1e-5)
+        optimizer, self.optimizer = self.optimizer, make_optimizer(self.model, replace(self.config, lr=1e-5))
         scheduler, self.scheduler = self.scheduler, torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
         step, times = self.step, []
         try:

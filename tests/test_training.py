@@ -47,19 +47,20 @@ def waveform_augment():
                                          synthetic_noise=True, gain_range=(-6.0, 6.0)))
 
 
-@pytest.mark.parametrize("augment", [False, True], ids=["plain", "waveform-augment"])
-def test_resume_gives_the_same_weights(corpus, tmp_path, augment):
+@pytest.mark.parametrize("augment, optimizer", [(False, "adamw"), (True, "adamw"), (False, "muon")],
+                         ids=["plain", "waveform-augment", "muon"])
+def test_resume_gives_the_same_weights(corpus, tmp_path, augment, optimizer):
     """N steps straight == N/2 steps, a resume (fresh process state), N/2 more."""
     transform = waveform_augment if augment else lambda: None
-    straight = make_trainer(corpus, tmp_path / "a", transform=transform())
+    straight = make_trainer(corpus, tmp_path / "a", transform=transform(), optimizer=optimizer)
     straight.run(progress=False)
     assert straight.step == 8 and straight.epoch >= 1  # the run crosses an epoch boundary
 
-    first = make_trainer(corpus, tmp_path / "b", transform=transform())
+    first = make_trainer(corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
     first.run(progress=False, stop_after=4)
     assert first.step == 4
     torch.manual_seed(12345)  # disturb the global RNG: the checkpoint must restore it
-    second = make_trainer(corpus, tmp_path / "b", transform=transform())
+    second = make_trainer(corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
     second.run(progress=False, resume=True)
     assert second.step == 8
 
@@ -203,3 +204,26 @@ def test_time_budget_refits_to_the_pace_it_measures(corpus, tmp_path, monkeypatc
         schedule.step()
     assert trainer.scheduler.get_last_lr() == pytest.approx(schedule.get_last_lr())
     assert trainer.scheduler.get_last_lr()[0] < c.lr / 100
+
+
+def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(corpus, tmp_path):
+    """Muon gets the 2-D hidden weights, AdamW the rest; one OneCycle schedule drives both, after a resume too."""
+    trainer = make_trainer(corpus, tmp_path, max_steps=6, optimizer="muon")
+    optimizer = trainer.optimizer
+    muon = {id(p) for p in optimizer.muon.param_groups[0]["params"]}
+    adamw = {id(p) for p in optimizer.adamw.param_groups[0]["params"]}
+    named = dict(trainer.model.named_parameters())
+    assert not muon & adamw and muon | adamw == {id(p) for p in named.values()}
+    for name, p in named.items():
+        expected = p.ndim == 2 and not name.startswith("classifier.3.")  # the output layer stays with AdamW
+        assert (id(p) in muon) == expected, name
+    trainer.run(progress=False, stop_after=3)
+    resumed = make_trainer(corpus, tmp_path, max_steps=6, optimizer="muon")
+    resumed.run(progress=False, resume=True, stop_after=2)
+    for t in (trainer, resumed):
+        lr = t.scheduler.get_last_lr()[0]
+        assert t.optimizer.muon.param_groups[0]["lr"] == lr == t.optimizer.adamw.param_groups[0]["lr"]
+    assert resumed.optimizer.muon.param_groups[0]["lr"] != trainer.optimizer.muon.param_groups[0]["lr"]
+    assert resumed.optimizer.muon.state  # momentum buffers came back from the checkpoint
+    with pytest.raises(AsrError, match="unknown optimizer"):
+        make_trainer(corpus, tmp_path / "x", optimizer="sgd")

@@ -3,18 +3,20 @@
     python tools/bench_train_step.py [--model small] [--n-mels 64] [--batch-seconds 60]
                                      [--utterance-seconds 4 8 16] [--steps 5]
                                      [--device cuda] [--precision fp32 bf16 fp16]
+                                     [--optimizer adamw muon]
 
 For each utterance length, a batch of that many seconds of audio (random noise,
 random character targets) takes full training steps, ``Trainer.train_step`` as
 training runs it: log-mels, SpecAugment, the model, CTC loss, backward, gradient
-clipping, AdamW and the OneCycle schedule. The BiGRU paths alternate in the same
+clipping, the optimizer (AdamW unless ``--optimizer`` says otherwise) and the OneCycle schedule. The BiGRU paths alternate in the same
 process on the same model and batch, and each reports its median time per step:
 packed sequences (``BiGRU.pack``), the padded batch through ``nn.GRU`` (the
 default on CUDA), and on a CPU the padded batch through ``BiGRURecurrence``
 (``BiGRU.fused``, the default there for training). With several ``--precision`` values
 (autocast: bf16, on a CPU too, or fp16 with a GradScaler on CUDA) each gets a fresh model from
 the same seed, and the last column compares its faster path with the first
-precision's, measured in the same process.
+precision's, measured in the same process. Several ``--optimizer`` values (``adamw``,
+``muon``: see ``TrainConfig.optimizer``) are compared the same way, within each precision.
 """
 
 import argparse
@@ -44,6 +46,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
                         help="autocast dtypes to compare (bf16 on a CPU too; fp16 is meant for CUDA)")
+    parser.add_argument("--optimizer", nargs="+", default=["adamw"], choices=["adamw", "muon"],
+                        help="optimizers to compare (TrainConfig.optimizer)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     blank = CharTokenizer().blank
@@ -56,12 +60,12 @@ def main() -> None:
     if device.type == "cpu":
         paths["fused"] = (False, True)
 
-    def make_trainer(precision: str) -> tuple[Trainer, list[BiGRU]]:
+    def make_trainer(precision: str, optimizer: str) -> tuple[Trainer, list[BiGRU]]:
         torch.manual_seed(0)
         model = CTCModel(named_config(args.model, n_mels=args.n_mels))
         config = TrainConfig(max_steps=len(paths) * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
                              specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12),
-                             device=str(device), precision=precision)
+                             device=str(device), precision=precision, optimizer=optimizer)
         # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
         trainer = Trainer(model, SimpleNamespace(durations=[1.0]), lambda out, batch: ctc_loss(*out, batch, blank),
                           {}, FeatureConfig(n_mels=args.n_mels), config, exp_dir="unused")
@@ -71,12 +75,12 @@ def main() -> None:
     print(f"machine: {where}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
     print(f"model: {args.model} ({count_parameters(CTCModel(named_config(args.model, n_mels=args.n_mels))):,} "
           f"parameters), {args.n_mels} mels; batches of {args.batch_seconds:g} s of audio; median of {args.steps} steps")
-    print(f"{'precision':>9} {'utterances':>16} " + " ".join(f"{name + ' s/step':>14}" for name in paths)
+    print(f"{'setup':>11} {'utterances':>16} " + " ".join(f"{name + ' s/step':>14}" for name in paths)
           + f" {'padded vs packed':>17}" + (f" {'fused vs padded':>16}" if "fused" in paths else "")
-          + f" {'vs ' + args.precision[0]:>9}")
+          + f" {'vs ' + args.precision[0] + '/' + args.optimizer[0]:>14}")
     baseline = {}
-    for precision in args.precision:
-        trainer, layers = make_trainer(precision)
+    for precision, optimizer in [(p, o) for p in args.precision for o in args.optimizer]:
+        trainer, layers = make_trainer(precision, optimizer)
         for seconds in args.utterance_seconds:
             batch = max(1, round(args.batch_seconds / seconds))
             samples = int(seconds * 16000)
@@ -99,11 +103,11 @@ def main() -> None:
             median = {name: statistics.median(t) for name, t in times.items()}
             fastest = min(median.values())
             best = baseline.setdefault(seconds, fastest)
-            print(f"{precision:>9} {batch:>3} x {seconds:>5.1f} s     "
+            print(f"{precision + '/' + optimizer:>11} {batch:>3} x {seconds:>5.1f} s     "
                   + " ".join(f"{median[name]:>14.4f}" for name in paths)
                   + f" {median['packed'] / median['padded']:>16.2f}x"
                   + (f" {median['padded'] / median['fused']:>15.2f}x" if "fused" in paths else "")
-                  + f" {best / fastest:>8.2f}x")
+                  + f" {best / fastest:>13.2f}x")
 
 
 if __name__ == "__main__":
