@@ -85,6 +85,7 @@ class MuonAdamW(torch.optim.Optimizer):
         for p in model.parameters():
             (matrices if p.ndim == 2 and p is not output else others).append(p)
         groups = [{"params": matrices}, {"params": others}]
+        # "betas" in the defaults makes OneCycleLR cycle AdamW's beta1 (Muon ignores it), as it does for AdamW alone
         super().__init__(groups, {"lr": lr, "weight_decay": weight_decay, "betas": (0.9, 0.999)})
         self.muon = torch.optim.Muon([self.param_groups[0]], lr=lr, weight_decay=weight_decay,
                                      adjust_lr_fn="match_rms_adamw")
@@ -107,12 +108,15 @@ class MuonAdamW(torch.optim.Optimizer):
         self.param_groups[:] = [self.muon.param_groups[0], self.adamw.param_groups[0]]
 
 
+OPTIMIZERS = ("adamw", "muon")  # the values of TrainConfig.optimizer
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "muon":
         return MuonAdamW(model, config.lr, config.weight_decay)
-    raise AsrError(f"unknown optimizer {config.optimizer!r}; choose adamw or muon")
+    raise AsrError(f"unknown optimizer {config.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
 def resolve_device(name: str) -> torch.device:

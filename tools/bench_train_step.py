@@ -8,8 +8,8 @@
 For each utterance length, a batch of that many seconds of audio (random noise,
 random character targets) takes full training steps, ``Trainer.train_step`` as
 training runs it: log-mels, SpecAugment, the model, CTC loss, backward, gradient
-clipping, the optimizer (AdamW unless ``--optimizer`` says otherwise) and the OneCycle schedule. The BiGRU paths alternate in the same
-process on the same model and batch, and each reports its median time per step:
+clipping, the optimizer (AdamW unless ``--optimizer`` says otherwise) and the
+OneCycle schedule. The BiGRU paths alternate in the same process on the same model and batch, and each reports its median time per step:
 packed sequences (``BiGRU.pack``), the padded batch through ``nn.GRU`` (the
 default on CUDA), and on a CPU the padded batch through ``BiGRURecurrence``
 (``BiGRU.fused``, the default there for training). With several ``--precision`` values
@@ -33,7 +33,7 @@ from asr.errors import AsrError
 from asr.features import FeatureConfig, SpecAugmentConfig
 from asr.model import BiGRU, CTCModel, count_parameters, named_config
 from asr.text import CharTokenizer
-from asr.training import TrainConfig, Trainer, ctc_loss, resolve_device
+from asr.training import OPTIMIZERS, TrainConfig, Trainer, ctc_loss, resolve_device
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
                         help="autocast dtypes to compare (bf16 on a CPU too; fp16 is meant for CUDA)")
-    parser.add_argument("--optimizer", nargs="+", default=["adamw"], choices=["adamw", "muon"],
+    parser.add_argument("--optimizer", nargs="+", default=["adamw"], choices=OPTIMIZERS,
                         help="optimizers to compare (TrainConfig.optimizer)")
     args = parser.parse_args()
     device = resolve_device(args.device)
