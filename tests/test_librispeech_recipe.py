@@ -5,6 +5,7 @@ import io
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 
 import numpy as np
 import soundfile as sf
@@ -176,3 +177,18 @@ def test_run_sh_runs_the_chosen_stages_in_order(tmp_path):
                                   capture_output=True, text=True, env=env, cwd=tmp_path)
     assert past_the_end.returncode == 2 and "=== stage" not in past_the_end.stdout
     assert len(past_the_end.stderr.strip().splitlines()) == 1 and "'9'" in past_the_end.stderr
+
+
+def test_demo_budget_takes_what_synthesis_left(capsys):
+    from asr.recipes.librispeech import RecipeConfig, fit_demo_budget
+    from asr.training import TrainConfig
+
+    config = RecipeConfig(train=TrainConfig(time_budget_minutes=22), demo_minutes=28, demo_reserve_minutes=3)
+    assert fit_demo_budget(config, 2.0) is config  # 23 min left: the training budget stands
+    slow = fit_demo_budget(config, 6.0)
+    assert slow.train.time_budget_minutes == 19.0 and slow.train.lr == config.train.lr
+    assert config.train.time_budget_minutes == 22  # the given config is not changed
+    assert "budget cut from 22 to 19 min" in capsys.readouterr().out
+    assert fit_demo_budget(config, 40.0).train.time_budget_minutes == 1.0  # never below a minute
+    for unlimited in (replace(config, demo_minutes=0), replace(config, train=TrainConfig())):
+        assert fit_demo_budget(unlimited, 30.0) is unlimited

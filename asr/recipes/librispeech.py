@@ -35,7 +35,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from asr.augment import AugmentConfig, WaveformAugment
@@ -136,6 +136,11 @@ class RecipeConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     subwords: SubwordConfig = field(default_factory=SubwordConfig)
+    # > 0: the demo's training budget (train.time_budget_minutes) shrinks, when synthesis ran slowly,
+    # so that the whole demo ends within this many minutes; demo_reserve_minutes are kept for the
+    # LM, tuning and evaluation after training
+    demo_minutes: float = 0.0
+    demo_reserve_minutes: float = 3.0
 
     @property
     def exp(self) -> Path:
@@ -498,6 +503,24 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
           f"{len(voices['train-synth'])} training voices, held out: {', '.join(sorted(held_out))}")
 
 
+def fit_demo_budget(config: RecipeConfig, elapsed_minutes: float) -> RecipeConfig:
+    """``config`` with a training budget that ends the demo within ``demo_minutes``.
+
+    Training gets what is left after ``elapsed_minutes`` (synthesis and preparation)
+    and ``demo_reserve_minutes`` (LM, tuning, evaluation): never more than its own
+    ``time_budget_minutes``, never less than one minute. Unchanged when either is 0.
+    """
+    budget = config.train.time_budget_minutes
+    if config.demo_minutes <= 0 or budget <= 0:
+        return config
+    left = max(1.0, round(config.demo_minutes - config.demo_reserve_minutes - elapsed_minutes, 1))
+    if left >= budget:
+        return config
+    print(f"demo: {elapsed_minutes:.1f} min gone before training; its budget cut from {budget:g} to {left:g} min "
+          f"to end within {config.demo_minutes:g} (demo_minutes)")
+    return replace(config, train=replace(config.train, time_budget_minutes=left))
+
+
 def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> None:
     from asr.lm import kenlm_programs_built
 
@@ -505,6 +528,8 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
     synthesize(config, progress=progress)
     prepare(config)
     model_path = config.exp / "model.pt"
+    if not resume:
+        config = fit_demo_budget(config, (time.perf_counter() - started) / 60)
     train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
     if kenlm_programs_built():
         tune(config, progress=progress)
