@@ -528,7 +528,7 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
     synthesize(config, progress=progress)
     prepare(config)
     model_path = config.exp / "model.pt"
-    if not resume:
+    if not resume and not model_path.exists():  # a fresh training run (a resumed one keeps its schedule)
         config = fit_demo_budget(config, (time.perf_counter() - started) / 60)
     train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
     if kenlm_programs_built():
