@@ -93,7 +93,10 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None if closure is None else closure()
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():  # step runs under no_grad; the closure's backward needs a graph
+                loss = closure()
         self.muon.step()
         self.adamw.step()
         return loss

@@ -227,3 +227,22 @@ def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(corpus, tmp_pat
     assert resumed.optimizer.muon.state  # momentum buffers came back from the checkpoint
     with pytest.raises(AsrError, match="unknown optimizer"):
         make_trainer(corpus, tmp_path / "x", optimizer="sgd")
+
+
+def test_muon_step_takes_a_closure():
+    """As torch's optimisers do: step(closure) re-evaluates the loss with gradients on."""
+    from asr.training import MuonAdamW
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    optimizer, x = MuonAdamW(model, 1e-2, 0.0), torch.randn(5, 4)
+    before = model[0].weight.detach().clone()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    assert optimizer.step(closure).item() > 0
+    assert not torch.equal(before, model[0].weight)  # the Muon matrix moved
