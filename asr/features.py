@@ -31,6 +31,7 @@ class FeatureConfig:
     hop_length: int = 160  # 10 ms hop
     normalize: str = "utterance"  # "utterance" (per-utterance mean/variance per mel bin) or "none"
     kind: str = "logmel"  # "logmel", "complex" (STFT real and imaginary parts) or "waveform" (raw samples)
+    f_min: float = 0.0  # log-mels: the bottom of the lowest mel band in Hz
     f_max: float = 0.0  # log-mels: the top of the highest mel band in Hz; 0 = sample_rate / 2
     waveform_sample_rate: int = 8000  # kind "waveform": samples are resampled to this rate
     floor_db: float = 0.0  # log-mels: floor each utterance at its loudest bin minus this many dB; 0 = off
@@ -72,6 +73,7 @@ class FeatureExtractor(nn.Module):
                 win_length=config.win_length,
                 hop_length=config.hop_length,
                 n_mels=config.n_mels,
+                f_min=config.f_min,
                 f_max=config.f_max or None,
             )
         elif config.kind == "complex":

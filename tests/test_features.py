@@ -37,6 +37,18 @@ def test_floor_db_floors_each_utterance_below_its_own_peak():
     assert floored[0].amax() - floored[1].amax() > 3  # 40 dB apart: the floor is per utterance, not absolute
 
 
+def test_f_min_leaves_out_what_lies_below_it():
+    t = torch.arange(16000) / 16000
+    audio = torch.stack([torch.sin(2 * math.pi * 100 * t), torch.sin(2 * math.pi * 1000 * t)])
+    lengths = torch.tensor([16000, 16000])
+    full, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none", f_max=4000.0))(audio, lengths)
+    cut, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none", f_max=4000.0, f_min=200.0))(audio, lengths)
+    full, cut = full[:, :, 5:-5], cut[:, :, 5:-5]  # frames away from the padded ends
+    drop = 30.0 * math.log(10) / 10  # 30 dB in natural-log power
+    assert cut[0].amax() < full[0].amax() - drop  # a 100 Hz hum: in a band of its own with f_min 0, gone with 200
+    assert abs(cut[1].amax() - full[1].amax()) < 1.0  # a 1 kHz tone is in a band either way
+
+
 def test_specaugment_masks_in_training_only():
     torch.manual_seed(0)
     aug = SpecAugment(SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=20, time_ratio=1.0))
