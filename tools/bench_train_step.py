@@ -10,9 +10,10 @@ random character targets) takes full training steps, ``Trainer.train_step`` as
 training runs it: log-mels, SpecAugment, the model, CTC loss, backward, gradient
 clipping, the optimizer (AdamW unless ``--optimizer`` says otherwise) and the
 OneCycle schedule. The BiGRU paths alternate in the same process on the same model
-and batch, and each reports its median time per step: packed sequences (``BiGRU.pack``), the padded batch through ``nn.GRU`` (the
-default on CUDA), and on a CPU the padded batch through ``BiGRURecurrence``
-(``BiGRU.fused``, the default there for training). With several ``--precision`` values
+and batch, and each reports its median time per step: packed sequences
+(``BiGRU.pack``), the padded batch through ``nn.GRU`` (the default on CUDA), and on
+a CPU the padded batch through ``BiGRURecurrence`` (``BiGRU.fused``, the default
+there for training). With several ``--precision`` values
 (autocast: bf16, on a CPU too, or fp16 with a GradScaler on CUDA) each gets a fresh model from
 the same seed, and the last column compares its faster path with the first
 precision's, measured in the same process. Several ``--optimizer`` values (``adamw``,

@@ -49,7 +49,7 @@ class SynthConfig:
     """Extra training speakers: the digits spoken by the TTS voices, written in the FSDD layout."""
 
     per_voice: int = 0  # clips per digit and voice; 0 = train on the real speakers only
-    voices: tuple[str, ...] = ()  # default: every catalogue voice installed here
+    voices: tuple[str, ...] = ()  # default: every installed voice of asr.synth.DEFAULT_ENGINES (espeak-ng, flite)
     rate_range: tuple[float, float] = (0.8, 1.25)
     pitch_range: tuple[float, float] = (0.8, 1.25)
     seed: int = 0
