@@ -80,6 +80,23 @@ def default_train_config() -> TrainConfig:
 
 
 @dataclass
+class SelfTrainConfig:
+    """Unsupervised adaptation to new recordings (a new speaker) by self-training: the model labels
+    the unlabelled clips, and each member is fine-tuned on the training set plus the clips it is
+    sure of; repeated ``rounds`` times, each round labelling with the model of the one before."""
+
+    rounds: int = 0  # 0 = off
+    threshold: float = 0.9  # a clip is used once the model gives its label at least this probability
+    repeat: int = 3  # each such clip is seen this many times per pass over the training set
+    steps: int = 300  # fine-tuning steps of each member, each round (a one-cycle schedule of their own)
+    lr: float = 5e-4  # their peak learning rate
+    # rescale the model's probabilities on the clips so that the classes take the shares they have in
+    # the training set (balance_to_prior) before the sure ones are picked: a class that the new
+    # recordings pull others into cannot take them all
+    balance: bool = False
+
+
+@dataclass
 class ClassifyConfig:
     """What every classification recipe configures; recipes add ``data`` (and ``download``)."""
 
@@ -96,6 +113,7 @@ class ClassifyConfig:
     # evaluate: also score each set with BatchNorm statistics re-estimated on its own clips (unlabelled),
     # under results/<set>-adapted/ (see adapt_batchnorm)
     adapt_batchnorm: bool = False
+    self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
 
     @property
     def exp(self) -> Path:
@@ -637,6 +655,16 @@ def write_report(report: Report, out_dir, title: str, entries: list[dict] | None
     return out
 
 
+def score_set(model: ClipClassifier, entries: list[dict], title: str, out_dir, progress: bool = True) -> Report:
+    """Score labelled clips; ``write_report`` under ``out_dir``, and the accuracy line printed."""
+    index = {label: i for i, label in enumerate(model.labels)}
+    log_probs = predict(model.net, model.features, entries, model.device, progress=progress)
+    report = Report.from_predictions(model.labels, [index[e["label"]] for e in entries], log_probs.argmax(-1).tolist())
+    folder = write_report(report, out_dir, title, entries, log_probs)
+    print(report.text(title).split("\n", 1)[0] + f"; report: {folder / 'report.txt'}")
+    return report
+
+
 def evaluate_stage(config: ClassifyConfig, progress: bool = True, sets: tuple[str, ...] = ("test",),
                    **_) -> dict[str, Report]:
     """Score ``<exp>/model.pt`` on the prepared sets; reports under ``<exp>/results/<set>/``."""
@@ -644,14 +672,9 @@ def evaluate_stage(config: ClassifyConfig, progress: bool = True, sets: tuple[st
     labels, splits, _ = read_task(config.exp)
     if model.labels != labels:
         raise AsrError(f"{config.exp / 'model.pt'} was trained for other labels than {config.exp / 'task.json'}")
-    index = {label: i for i, label in enumerate(labels)}
 
     def score(name: str, entries: list[dict]) -> Report:
-        log_probs = predict(model.net, model.features, entries, model.device, progress=progress)
-        report = Report.from_predictions(labels, [index[e["label"]] for e in entries], log_probs.argmax(-1).tolist())
-        folder = write_report(report, config.exp / "results" / name, name, entries, log_probs)
-        print(report.text(name).split("\n", 1)[0] + f"; report: {folder / 'report.txt'}")
-        return report
+        return score_set(model, entries, name, config.exp / "results" / name, progress)
 
     reports = {}
     for name in sets:
@@ -714,6 +737,90 @@ def save_ensemble(paths: list, out) -> Path:
             raise AsrError(f"{path}: not the same kind of classifier as {paths[0]}; they cannot be averaged")
     weights = {f"members.{i}.{name}": value for i, data in enumerate(models) for name, value in data["model"].items()}
     return checkpoint.save_atomic({**first, "members": len(models), "model": weights}, out)
+
+
+def balance_to_prior(probs: torch.Tensor, prior: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+    """Rescale (clips, classes) probabilities so that each class's total over the clips is its
+    share ``prior`` of them, each row still summing to one (Sinkhorn-Knopp: columns and rows
+    scaled in turn). A model that hears a new speaker's "three" as "eight" gives "eight" far
+    more than its share; scaled down, its weakest "eight"s go to their next most likely class.
+    """
+    q = probs.double().clamp_min(1e-12)
+    target = prior.double() / prior.sum() * len(q)
+    for _ in range(iterations):
+        q = q * (target / q.sum(0))
+        q = q / q.sum(1, keepdim=True)
+    return q.to(probs.dtype)
+
+
+def self_train(config: ClassifyConfig, model_path, labels: list[str], train_entries: list[dict],
+               noise_files: list[str], unlabelled: list[dict], out, progress: bool = True) -> Path:
+    """Adapt the classifier in ``model_path`` (one model or an ensemble) to the ``unlabelled``
+    clips by self-training (``config.self_train``); returns the adapted ``<out>/model.pt``.
+
+    Each round, the current model labels the clips (labels they carry are dropped unread;
+    with ``balance`` its probabilities are first rescaled to the training set's class shares);
+    those it gives a probability of at least ``threshold`` join the training set, ``repeat``
+    times each, and every member is fine-tuned from its current weights for ``steps`` steps
+    (seeds ``train.seed + 1000 * round + member``). Each round's model is kept as
+    ``<out>/round<r>/model.pt``, so a rerun with the same model, clips and settings goes on
+    after the last finished round; with anything changed it starts again.
+    """
+    import hashlib
+    import shutil
+
+    st = config.self_train
+    if st.rounds < 1:
+        raise AsrError("self_train.rounds is 0: there is nothing to adapt")
+    if not 0.0 < st.threshold <= 1.0 or st.repeat < 1 or st.steps < 1 or st.lr <= 0:
+        raise AsrError("self_train needs 0 < threshold <= 1, repeat >= 1, steps >= 1 and lr > 0")
+    if not unlabelled:
+        raise AsrError("self-training needs clips to adapt to; there are none")
+    model_path, out = Path(model_path), Path(out)
+    clips = [{k: v for k, v in e.items() if k != "label"} for e in unlabelled]
+    stamp = json.dumps({"model": hashlib.sha256(model_path.read_bytes()).hexdigest(), "train": asdict(config.train),
+                        "self_train": asdict(st), "clips": [e["audio_filepath"] for e in clips]},
+                       sort_keys=True, default=str)
+    marker = out / "self_train.json"
+    if marker.exists() and marker.read_text() != stamp:
+        print(f"{out}: made from another model, other clips or other settings; self-training again")
+        for old in out.glob("round*"):
+            shutil.rmtree(old)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(stamp)
+    done = max((r for r in range(1, st.rounds + 1) if (out / f"round{r}" / "model.pt").exists()), default=0)
+    model = load_classifier(out / f"round{done}" / "model.pt" if done else model_path)
+    if done:
+        print(f"self-training: round {done} of {st.rounds} already done")
+    counts = torch.tensor([sum(e["label"] == label for e in train_entries) for label in labels], dtype=torch.float)
+    for r in range(done + 1, st.rounds + 1):
+        probs = predict(model.net, model.features, clips, model.device, progress=progress).exp()
+        confidence, best = (balance_to_prior(probs, counts) if st.balance else probs).max(-1)
+        kept = [dict(e, label=labels[i]) for e, p, i in zip(clips, confidence.tolist(), best.tolist())
+                if p >= st.threshold]
+        print(f"self-training round {r} of {st.rounds}: {len(kept)} of {len(clips)} clips labelled with "
+              f"probability >= {st.threshold:g}", flush=True)
+        members = list(model.net.members) if isinstance(model.net, Ensemble) else [model.net]
+        paths = []
+        for i, member in enumerate(members):
+            folder = out / f"round{r}" / "members" / str(i)
+            train = replace(config.train, max_steps=st.steps, lr=st.lr, seed=config.train.seed + 1000 * r + i,
+                            time_budget_minutes=0.0)
+            trainer = make_trainer(config, labels, train_entries + kept * st.repeat, noise_files, folder, train=train,
+                                   verbose=False)
+            try:
+                trainer.model.load_state_dict(member.state_dict())
+            except RuntimeError:
+                raise AsrError(f"{model_path} is not a model of this config's [model] and [features]") from None
+            trainer.run(progress=progress)
+            paths.append(trainer.export(folder / "model.pt"))
+        path = out / f"round{r}" / "model.pt"
+        if len(paths) > 1:
+            save_ensemble(paths, path)
+        else:
+            checkpoint.save_atomic(checkpoint.load(paths[0]), path)
+        model = load_classifier(path)
+    return checkpoint.save_atomic(checkpoint.load(out / f"round{st.rounds}" / "model.pt"), out / "model.pt")
 
 
 # --------------------------------------------------------------------------- inference

@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint, cli
-from asr.classify import (MixupCollate, Report, adapt_batchnorm, classification_loss, classify, format_prediction,
-                          load_classifier, predict)
+from asr.classify import (MixupCollate, Report, adapt_batchnorm, balance_to_prior, classification_loss, classify,
+                          format_prediction, load_classifier, predict)
 from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationDataset, background_noise_files, collate,
                       load_entry_audio, read_esc50, read_fsdd, read_label_folders, split_by_lists,
                       to_twelve_classes, which_set)
@@ -217,6 +217,22 @@ def tiny_classifier(kind: str, pooling: str = "mean", n_classes: int = 5) -> Cla
     channels = {"encoder": (), "cnn2d": (4, 8), "complex_cnn": (4, 8), "m5": (8, 8, 8, 8)}[kind]
     return ClassifierConfig(kind=kind, n_classes=n_classes, pooling=pooling, n_feats=n_feats, channels=channels,
                             dropout=0.0, encoder=tiny_encoder() if kind == "encoder" else None)
+
+
+def test_balance_to_prior_gives_each_class_its_share_and_moves_the_weakest_guesses():
+    # 4 clips of each of 3 classes; the model pulls the two least sure "a"s into "c"
+    probs = torch.tensor([[0.8, 0.1, 0.1]] * 2 + [[0.30, 0.05, 0.65], [0.35, 0.05, 0.60]]
+                         + [[0.1, 0.8, 0.1]] * 4 + [[0.05, 0.05, 0.9]] * 4)
+    prior = torch.tensor([10.0, 10.0, 10.0])  # training clips per class
+    q = balance_to_prior(probs, prior)
+    assert torch.allclose(q.sum(1), torch.ones(12), atol=1e-6)
+    assert torch.allclose(q.sum(0), torch.full((3,), 4.0), atol=1e-3)
+    assert probs.argmax(-1).tolist() == [0, 0, 2, 2] + [1] * 4 + [2] * 4
+    assert q.argmax(-1).tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    fair = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.7, 0.2], [0.2, 0.1, 0.7]])  # already balanced: kept
+    assert torch.allclose(balance_to_prior(fair, prior), fair, atol=1e-6)
+    skewed = balance_to_prior(probs, torch.tensor([2.0, 1.0, 1.0]))  # shares follow the prior
+    assert torch.allclose(skewed.sum(0), torch.tensor([6.0, 3.0, 3.0]), atol=1e-3)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint, cli
-from asr.classify import load_classifier, make_trainer, read_task
+from asr.classify import load_classifier, make_trainer, read_task, self_train
 from asr.data import DIGITS, load_entry_audio
 from asr.model import Ensemble, count_parameters
 from asr.recipes import esc50, fsdd, speech_commands
@@ -323,6 +323,77 @@ def test_fsdd_ensemble_trains_seeded_members_and_averages_them(tmp_path, capsys)
         assert cli.main(["classify", str(recordings / "0_ann_0.wav"), "--model", str(tmp_path / "bad.pt")]) != 0
         err = capsys.readouterr().err
         assert "bad ensemble size" in err and "holds weights for 2" in err and "Traceback" not in err
+
+
+def test_fsdd_adapt_self_trains_on_the_speakers_unlabelled_clips_and_scores_his_others(tmp_path, capsys):
+    torch.set_num_threads(1)
+    recordings = fake_fsdd(tmp_path / "rec")
+    exp = tmp_path / "exp"
+    settings = "[self_train]\nrounds = 2\nthreshold = 0.05\nsteps = 3\nbalance = true\n[data]\nenrol_from = 1"
+    config = fsdd_config(tmp_path, recordings, exp, top="ensemble = 2")
+    config = write_config(tmp_path / "adapt.toml", Path(config).read_text().replace("[data]", settings, 1))
+    assert fsdd.main(["prepare", "--config", config]) == 0
+    assert fsdd.main(["train", "--config", config, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert fsdd.main(["adapt", "--config", config, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "self-training round 2 of 2: " in out and " of 3 clips labelled with probability >= 0.05" in out
+    for when in ("before", "after"):  # scored on his clips 0-0 (3), adapted on his clips 1 (3)
+        report = (exp / "self_train" / "results" / when / "report.txt").read_text()
+        assert report.startswith("ann's clips 0-0, ") and "/ 3 clips)" in report
+        tsv = (exp / "self_train" / "results" / when / "predictions.tsv").read_text()
+        assert {line.split("\t")[0].split("_")[2] for line in tsv.splitlines()[1:]} == {"0"}
+    adapted = load_classifier(exp / "self_train" / "model.pt")
+    trained = load_classifier(exp / "model.pt")
+    assert isinstance(adapted.net, Ensemble) and len(adapted.net.members) == 2
+    a, b = dict(adapted.net.named_parameters()), dict(trained.net.named_parameters())
+    assert any(not torch.equal(a[name], b[name]) for name in a)  # fine-tuned, not copied
+    assert (exp / "self_train" / "self_train.json").is_file()
+
+    # the clips' own labels are never read: the same clips with every label wrong adapt identically
+    cfg = fsdd.make_config(config, "adapt")
+    labels, splits, noise = read_task(exp)
+    enrol = [e for e in splits["test"] if e["index"] >= 1]
+    wrong = [dict(e, label=labels[(labels.index(e["label"]) + 1) % len(labels)]) for e in enrol]
+    again = self_train(cfg, exp / "model.pt", labels, splits["train"], noise, wrong, tmp_path / "wrong", progress=False)
+    c = dict(load_classifier(again).net.named_parameters())
+    assert all(torch.equal(a[name], c[name]) for name in a)
+
+    # a rerun goes on after the last finished round; other settings start again
+    (exp / "self_train" / "round2" / "model.pt").unlink()
+    capsys.readouterr()
+    assert fsdd.main(["adapt", "--config", config, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "round 1 of 2 already done" in out and "self-training round 1 of 2" not in out
+    d = dict(load_classifier(exp / "self_train" / "model.pt").net.named_parameters())
+    assert all(torch.equal(a[name], d[name]) for name in a)  # seeded: the same second round
+    changed = write_config(tmp_path / "changed.toml", Path(config).read_text().replace("steps = 3", "steps = 2"))
+    assert fsdd.main(["adapt", "--config", changed, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "self-training again" in out and "self-training round 1 of 2" in out
+
+    for bad in ("enrol_from = 0", "enrol_from = 9"):  # nothing to score, nothing to adapt on: one line each
+        path = write_config(tmp_path / "bad.toml", Path(config).read_text().replace("enrol_from = 1", bad))
+        assert fsdd.main(["adapt", "--config", path, "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert "data.enrol_from" in err and "Traceback" not in err
+
+
+def test_fsdd_demo_prints_the_held_out_and_the_enrolled_accuracy(tmp_path, capsys):
+    torch.set_num_threads(1)
+    recordings = fake_fsdd(tmp_path / "rec")
+    config = fsdd_config(tmp_path, recordings, tmp_path / "exp")
+    text = Path(config).read_text().replace("[data]", "[self_train]\nrounds = 1\nsteps = 2\n[data]\nenrol_from = 1", 1)
+    assert fsdd.main(["demo", "--config", write_config(tmp_path / "demo.toml", text), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out speaker ann: accuracy " in out and "(6 clips, never heard in training)" in out
+    assert "on the speaker's clips 0-0 (3; " in out and "self-trained on the other 3, unlabelled (adapt)" in out
+    assert (tmp_path / "exp" / "self_train" / "model.pt").is_file()
+    text = text.replace("enrol_from = 1", "enrol_from = 0").replace(str(tmp_path / "exp"), str(tmp_path / "exp2"))
+    assert fsdd.main(["demo", "--config", write_config(tmp_path / "demo2.toml", text), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "adapt skipped: data.enrol_from = 0 leaves the speaker 6 clips to adapt on and 0 to score" in out
+    assert not (tmp_path / "exp2" / "self_train").exists()
 
 
 # --------------------------------------------------------------------------- end to end on synthetic speech

@@ -4,6 +4,7 @@
     python -m asr.recipes.fsdd lr_find
     python -m asr.recipes.fsdd train    [--resume]
     python -m asr.recipes.fsdd evaluate
+    python -m asr.recipes.fsdd adapt
 
     python -m asr.recipes.fsdd demo [--exp-dir DIR]
 
@@ -13,7 +14,10 @@ on the four others (early stopping on their clips 0-4, which it does not train
 on) and is scored on a voice it has never heard. ``demo`` runs prepare, train
 and evaluate and prints the held-out speaker's accuracy; with ``adapt_batchnorm``
 (the default config) also the accuracy once the models' BatchNorm statistics are
-re-estimated on the held-out speaker's clips, without their labels.
+re-estimated on the held-out speaker's clips, without their labels. ``adapt``
+(in ``demo`` too when ``self_train.rounds`` > 0) enrols the held-out speaker
+without labels: the models self-train on half of the speaker's clips and are scored, before
+and after, on the other half.
 
 With ``synth.per_voice`` > 0 the training set also gets the digits spoken by
 the TTS voices (``synthesize``, offline), written in the FSDD layout at 8 kHz:
@@ -42,6 +46,7 @@ class DataConfig:
     test_speaker: str = "george"  # held out for testing
     dev_speaker: str = ""  # "": train on every other speaker and validate (early stopping) on their clips
     # with the upstream test indices (0-4), which are then not trained on; a name: that speaker validates
+    enrol_from: int = 25  # adapt: the test speaker's clips with this index or above adapt, unlabelled; the rest score
 
 
 @dataclass
@@ -146,6 +151,33 @@ def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict:
     return classify.evaluate_stage(config, progress=progress, sets=("dev", "test"))
 
 
+def enrolment_split(config: RecipeConfig, test: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The test speaker's clips that adapt (index >= data.enrol_from) and those that score."""
+    return ([e for e in test if e["index"] >= config.data.enrol_from],
+            [e for e in test if e["index"] < config.data.enrol_from])
+
+
+def adapt(config: RecipeConfig, progress: bool = True, **_) -> dict:
+    """Unsupervised enrolment of the held-out speaker: self-training (``[self_train]``) on the
+    speaker's clips numbered ``data.enrol_from`` and above, unlabelled; the trained and the adapted
+    models are scored on the speaker's other clips."""
+    labels, splits, noise = classify.read_task(config.exp)
+    enrol, held = enrolment_split(config, splits.get("test") or [])
+    if not enrol or not held:
+        raise AsrError(f"data.enrol_from = {config.data.enrol_from} leaves the test speaker no clips to "
+                       f"{'adapt on' if not enrol else 'score'} ({len(enrol) + len(held)} clips)")
+    cut = config.data.enrol_from
+    out = config.exp / "self_train"
+    path = classify.self_train(config, config.exp / "model.pt", labels, splits["train"], noise, enrol, out, progress)
+    title = f"{config.data.test_speaker}'s clips 0-{cut - 1}"
+    reports = {"before": classify.score_set(classify.load_classifier(config.exp / "model.pt"), held,
+                                            f"{title}, as trained", out / "results" / "before", progress),
+               "after": classify.score_set(classify.load_classifier(path), held,
+                                           f"{title}, self-trained on the other {len(enrol)}", out / "results" / "after",
+                                           progress)}
+    return {**reports, "enrolled": len(enrol), "model": path}
+
+
 def lr_find(config: RecipeConfig, progress: bool = True, **_) -> dict:
     return classify.lr_find_stage(config, progress=progress)
 
@@ -162,10 +194,20 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
     if "test-adapted" in reports:
         print(f"  {100 * reports['test-adapted'].accuracy:.2f}% with the BatchNorm statistics re-estimated on "
               f"the speaker's {test.total} clips, unlabelled (adapt_batchnorm)")
+    enrol, held = enrolment_split(config, classify.read_task(config.exp)[1]["test"])
+    if config.self_train.rounds and not (enrol and held):
+        print(f"  (adapt skipped: data.enrol_from = {config.data.enrol_from} leaves the speaker "
+              f"{len(enrol)} clips to adapt on and {len(held)} to score)")
+    elif config.self_train.rounds:
+        result = adapt(config, progress=progress)
+        print(f"  {100 * result['after'].accuracy:.2f}% on the speaker's clips 0-{config.data.enrol_from - 1} "
+              f"({result['after'].total}; {100 * result['before'].accuracy:.2f}% as trained) once the models have "
+              f"self-trained on the other {result['enrolled']}, unlabelled (adapt): {result['model']}")
     print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav")
 
 
-STAGES = {"synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate, "demo": demo}
+STAGES = {"synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate,
+          "adapt": adapt, "demo": demo}
 
 
 def main(argv=None) -> int:
