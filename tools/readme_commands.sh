@@ -38,6 +38,8 @@ python -m asr.recipes.fsdd demo --exp-dir exp/fsdd
 asr classify ../shared/data/fsdd/recordings/3_george_0.wav ../shared/data/fsdd/recordings/7_jackson_1.wav \
     --model exp/fsdd/model.pt --top-k 3
 asr classify ../shared/data/fsdd/recordings/3_george_0.wav --model exp/fsdd/model.pt --format json
+asr classify ../shared/data/fsdd/recordings/3_george_0.wav ../shared/data/fsdd/recordings/3_george_1.wav \
+    --model exp/fsdd/self_train/model.pt --top-k 2
 
 # Measured results: CER per voice, the same test sentences spoken by each
 python tools/voice_cer.py --model exp/demo/model.pt
