@@ -790,6 +790,8 @@ def self_train(config: ClassifyConfig, model_path, labels: list[str], train_entr
     marker.write_text(stamp)
     done = max((r for r in range(1, st.rounds + 1) if (out / f"round{r}" / "model.pt").exists()), default=0)
     model = load_classifier(out / f"round{done}" / "model.pt" if done else model_path)
+    if model.labels != labels:
+        raise AsrError(f"{model_path} was trained for other labels than {', '.join(labels)}")
     if done:
         print(f"self-training: round {done} of {st.rounds} already done")
     counts = torch.tensor([sum(e["label"] == label for e in train_entries) for label in labels], dtype=torch.float)

@@ -17,6 +17,7 @@ import torch
 from asr import checkpoint, cli
 from asr.classify import load_classifier, make_trainer, read_task, self_train
 from asr.data import DIGITS, load_entry_audio
+from asr.errors import AsrError
 from asr.model import Ensemble, count_parameters
 from asr.recipes import esc50, fsdd, speech_commands
 from test_download import serve, server, sha256  # noqa: F401  (the Range-capable loopback server fixture)
@@ -358,6 +359,8 @@ def test_fsdd_adapt_self_trains_on_the_speakers_unlabelled_clips_and_scores_his_
     again = self_train(cfg, exp / "model.pt", labels, splits["train"], noise, wrong, tmp_path / "wrong", progress=False)
     c = dict(load_classifier(again).net.named_parameters())
     assert all(torch.equal(a[name], c[name]) for name in a)
+    with pytest.raises(AsrError, match="trained for other labels"):  # guesses would be read as other classes
+        self_train(cfg, exp / "model.pt", labels[::-1], splits["train"], noise, enrol, tmp_path / "other", progress=False)
 
     # a rerun goes on after the last finished round; other settings start again
     (exp / "self_train" / "round2" / "model.pt").unlink()
