@@ -53,8 +53,9 @@ class ModelSection:
     encoder: dict = field(default_factory=dict)  # overrides of the named encoder config
     channels: tuple[int, ...] = ()  # baselines: convolution widths (() = the kind's default)
     dropout: float = 0.1
-    init_from: str = ""  # kind "encoder": an ASR model file whose encoder weights start training
-    freeze_encoder: bool = False  # train the pooling head only (with init_from: the ASR encoder as it is)
+    init_from: str = ""  # a model file whose body weights start training: an ASR model (kind "encoder"),
+    # or a classifier of the same kind, trained on other labels (transfer learning)
+    freeze_encoder: bool = False  # train the pooling head only (with init_from: that body as it is)
 
 
 @dataclass
@@ -156,8 +157,10 @@ def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: 
 
     The feature kind follows the model kind (log-mels, complex spectrograms or
     waveforms); a ``features.kind`` set to something else is an error. With
-    ``init_from`` the encoder and the log-mel front end are the ASR model's own
-    (its checkpoint carries both configs), so its weights always fit.
+    ``init_from`` the body and the front end are those of the given model file (its
+    checkpoint carries both configs), so its weights always fit: an ASR model's encoder
+    and log-mels, or the body and features of a classifier of the same kind trained on
+    other labels (a Speech Commands model, say); the pooling head starts afresh.
     """
     from asr.model import ModelConfig, load_encoder_weights
 
@@ -167,26 +170,36 @@ def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: 
         raise AsrError(f"unknown model kind {section.kind!r}; choose from {', '.join(FEATURE_KIND_OF)}") from None
     if features.kind not in ("logmel", kind):
         raise AsrError(f"model kind {section.kind!r} reads {kind!r} features, but features.kind is {features.kind!r}")
-    if section.init_from and section.kind != "encoder":
-        raise AsrError(f"model.init_from needs model.kind = \"encoder\" (a {section.kind!r} has no ASR encoder)")
     features = replace(features, kind=kind)
     source = checkpoint.load(section.init_from) if section.init_from else None
+    task = source.get("task", "ctc") if source is not None else None
+    if task == "ctc" and section.kind != "encoder":
+        raise AsrError(f"{section.init_from}: an ASR model; its encoder can start model.kind = \"encoder\" only "
+                       f"(not {section.kind!r})")
+    if task not in (None, "ctc", "classify"):
+        raise AsrError(f"{section.init_from}: a {task!r} model, not a speech recognition model or a classifier")
+    channels = tuple(section.channels)
     try:
         if source is not None:
-            if source.get("task", "ctc") != "ctc":
-                raise AsrError(f"{section.init_from}: a {source.get('task')!r} model, not a speech recognition model")
-            asr_features = FeatureConfig(**source["feature_config"])
-            if asr_features != replace(features, kind="logmel") and verbose:
-                print(f"features: those of {section.init_from} (n_mels={asr_features.n_mels}, "
-                      f"hop_length={asr_features.hop_length}), not the recipe's")
-            features = asr_features
+            theirs = FeatureConfig(**source["feature_config"])
+            if theirs != features and verbose:
+                print(f"features: those of {section.init_from} ({theirs.kind}, n_mels={theirs.n_mels}, "
+                      f"hop_length={theirs.hop_length}), not the recipe's")
+            features = theirs
+        if task == "classify":
+            body = ClassifierConfig.from_dict(source["model_config"])
+            if body.kind != section.kind:
+                raise AsrError(f"{section.init_from}: a {body.kind!r} classifier, but model.kind is {section.kind!r}")
+            channels = body.channels
+            encoder = replace(body.encoder, dropout=section.dropout, **section.encoder) if body.encoder else None
+        elif task == "ctc":
             encoder = replace(ModelConfig.from_dict(source["model_config"]), dropout=section.dropout, **section.encoder)
         elif section.kind == "encoder":
             encoder = named_config(section.encoder_name, n_mels=features.n_mels, **section.encoder)
         else:
             encoder = None
         config = ClassifierConfig(kind=section.kind, n_classes=n_classes, pooling=section.pooling,
-                                  n_feats=features.feature_dim, channels=tuple(section.channels),
+                                  n_feats=features.feature_dim, channels=channels,
                                   dropout=section.dropout, encoder=encoder)
     except (KeyError, TypeError, ValueError) as exc:
         raise AsrError(f"bad model config: {exc}") from None

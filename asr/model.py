@@ -596,21 +596,32 @@ class Ensemble(nn.Module):
 
 
 def load_encoder_weights(classifier: Classifier, source) -> int:
-    """Copy the ``encoder.*`` weights of a CTC model file (or its loaded dict) into ``classifier``.
+    """Copy the body weights of a model file (or its loaded dict) into ``classifier``: the
+    ``encoder.*`` weights of a CTC model (kind "encoder" only), or those of another classifier
+    of the same kind (of its first member if it is an ensemble). The pooling head is not copied.
 
-    Returns the number of tensors copied. Raises ``AsrError`` if the file is not a
-    speech recognition model or its encoder does not have this classifier's shapes.
+    Returns the number of tensors copied. Raises ``AsrError`` if the file is neither, or its
+    body does not have this classifier's shapes.
     """
     from asr import checkpoint
     from asr.errors import AsrError
 
     data = source if isinstance(source, dict) else checkpoint.load(source)
     where = "the given weights" if isinstance(source, dict) else str(source)
-    if data.get("task", "ctc") != "ctc":
-        raise AsrError(f"{where}: a {data.get('task')!r} model; encoder weights come from a speech recognition model")
-    if classifier.config.kind != "encoder":
-        raise AsrError(f"a {classifier.config.kind!r} classifier has no ASR encoder to initialise")
-    theirs = {k[len("encoder."):]: v for k, v in data["model"].items() if k.startswith("encoder.")}
+    task = data.get("task", "ctc")
+    if task == "classify":
+        theirs_kind = data.get("model_config", {}).get("kind")
+        if theirs_kind != classifier.config.kind:
+            raise AsrError(f"{where}: a {theirs_kind!r} classifier; its weights cannot start a "
+                           f"{classifier.config.kind!r} one")
+        prefix = "members.0.encoder." if data.get("members", 1) != 1 else "encoder."
+    elif task == "ctc":
+        if classifier.config.kind != "encoder":
+            raise AsrError(f"a {classifier.config.kind!r} classifier has no ASR encoder to initialise")
+        prefix = "encoder."
+    else:
+        raise AsrError(f"{where}: a {task!r} model; weights come from a speech recognition model or a classifier")
+    theirs = {k[len(prefix):]: v for k, v in data["model"].items() if k.startswith(prefix)}
     ours = classifier.encoder.state_dict()
     missing = sorted(set(ours) - set(theirs))
     wrong = [f"{k} is {tuple(theirs[k].shape)} there, {tuple(v.shape)} here"
@@ -618,9 +629,12 @@ def load_encoder_weights(classifier: Classifier, source) -> int:
     if missing or wrong:
         theirs_config = data.get("model_config", {})
         detail = "; ".join(wrong[:3] + [f"no {k}" for k in missing[:3]])
-        raise AsrError(f"{where}: its encoder does not fit this classifier ({detail}); it was built with "
-                       f"n_mels={theirs_config.get('n_mels')}, cnn_channels={theirs_config.get('cnn_channels')}, "
-                       f"rnn_dim={theirs_config.get('rnn_dim')}, n_rnn_layers={theirs_config.get('n_rnn_layers')}")
+        if task == "classify":
+            built = f"n_feats={theirs_config.get('n_feats')}, channels={theirs_config.get('channels')}"
+        else:
+            built = (f"n_mels={theirs_config.get('n_mels')}, cnn_channels={theirs_config.get('cnn_channels')}, "
+                     f"rnn_dim={theirs_config.get('rnn_dim')}, n_rnn_layers={theirs_config.get('n_rnn_layers')}")
+        raise AsrError(f"{where}: its encoder does not fit this classifier ({detail}); it was built with {built}")
     classifier.encoder.load_state_dict({k: theirs[k] for k in ours})
     return len(ours)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -380,10 +380,52 @@ def test_recipe_model_from_an_asr_checkpoint_takes_its_front_end(tmp_path, capsy
                                               freeze_encoder=True), FeatureConfig(), 4, verbose=False)
     assert not any(p.requires_grad for p in frozen.encoder.parameters())
     assert all(p.requires_grad for p in frozen.head.parameters())
-    with pytest.raises(AsrError, match="init_from needs"):
+    with pytest.raises(AsrError, match="an ASR model; its encoder can start model.kind = \"encoder\" only"):
         build_classifier(ModelSection(kind="cnn2d", init_from=str(tmp_path / "asr.pt")), FeatureConfig(), 4)
     with pytest.raises(AsrError, match="reads 'waveform' features"):
         build_classifier(ModelSection(kind="m5"), FeatureConfig(kind="complex"), 4)
+
+
+def test_recipe_model_from_another_classifier_takes_its_body_and_front_end(tmp_path, capsys):
+    """Transfer between label sets: a cnn2d trained on other words starts a digit classifier."""
+    from asr.classify import ModelSection, build_classifier
+
+    torch.manual_seed(0)
+    theirs = tiny_classifier("cnn2d", n_classes=3)
+    front_end = asdict(FeatureConfig(n_mels=16, f_max=4000.0, floor_db=45.0))
+    members = Ensemble([Classifier(theirs), Classifier(theirs)])
+    for path, weights, extra in ((tmp_path / "one.pt", members.members[1].state_dict(), {}),
+                                 (tmp_path / "two.pt", members.state_dict(), {"members": 2})):
+        checkpoint.save_atomic({"task": "classify", "labels": ["yes", "no", "up"], "model_config": asdict(theirs),
+                                "feature_config": front_end, "model": weights, **extra}, path)
+
+    section = ModelSection(kind="cnn2d", channels=(16, 32), init_from=str(tmp_path / "one.pt"), dropout=0.0)
+    model, features = build_classifier(section, FeatureConfig(n_mels=40), n_classes=10)
+    assert asdict(features) == front_end
+    assert (model.config.channels, model.config.n_feats, model.config.n_classes) == ((4, 8), 16, 10)
+    assert all(torch.equal(model.encoder.state_dict()[k], v)
+               for k, v in members.members[1].encoder.state_dict().items())
+    assert model.head.out.weight.shape[0] == 10
+    out = capsys.readouterr().out
+    assert "features: those of" in out and "encoder initialised from" in out and "(12 tensors)" in out
+
+    model, _ = build_classifier(replace(section, init_from=str(tmp_path / "two.pt")), FeatureConfig(), 10,
+                                verbose=False)
+    assert all(torch.equal(model.encoder.state_dict()[k], v)
+               for k, v in members.members[0].encoder.state_dict().items())
+    assert not torch.equal(model.encoder.state_dict()["blocks.0.0.weight"],
+                           members.members[1].encoder.state_dict()["blocks.0.0.weight"])
+    frozen, _ = build_classifier(replace(section, freeze_encoder=True), FeatureConfig(), 10, verbose=False)
+    assert not any(p.requires_grad for p in frozen.encoder.parameters())
+
+    with pytest.raises(AsrError, match="a 'cnn2d' classifier, but model.kind is 'm5'") as excinfo:
+        build_classifier(replace(section, kind="m5"), FeatureConfig(), 10)
+    assert "\n" not in str(excinfo.value)
+    with pytest.raises(AsrError, match="its weights cannot start a 'encoder' one"):
+        load_encoder_weights(Classifier(tiny_classifier("encoder")), tmp_path / "one.pt")
+    smaller = ClassifierConfig(kind="cnn2d", n_classes=3, n_feats=16, channels=(2, 8), dropout=0.0)
+    with pytest.raises(AsrError, match=r"does not fit.*blocks.0.0.weight is \(4, 1, 3, 3\) there.*channels="):
+        load_encoder_weights(Classifier(smaller), tmp_path / "one.pt")
 
 
 # --------------------------------------------------------------------------- reports
