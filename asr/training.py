@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -23,9 +24,11 @@ import torch
 from torch.nn import functional as F
 
 from asr import checkpoint
+from asr.device import autocast_dtype, bf16_is_fast, describe, resolve_device, slow_step_causes
 from asr.data import Batch, BucketingBatchSampler, SpeechDataset, collate
 from asr.errors import AsrError
 from asr.features import FeatureConfig, FeatureExtractor, SpecAugment, SpecAugmentConfig
+from asr.optim import describe_optimizer, make_optimizer, one_cycle
 
 
 @dataclass
@@ -36,6 +39,9 @@ class TrainConfig:
     # fractions of the run. Only the pace after the last re-fit goes uncorrected, so more re-fits
     # end nearer the budget: 7 ended 0.1 min past 23 minutes on the demo, 3 ended 0.8 min past.
     budget_refits: int = 7
+    # (low, high) seconds a step took on the machines this config was timed on; with a time budget, a
+    # probe far slower than high prints one line naming the likely cause. () = no expectation
+    expected_step_seconds: tuple[float, ...] = ()
     lr: float = 1e-3  # peak learning rate of the OneCycle schedule
     pct_start: float = 0.1  # share of the steps spent warming up
     div_factor: float = 25.0  # initial lr = lr / div_factor
@@ -64,77 +70,6 @@ class TrainConfig:
         data = dict(data)
         spec = data.pop("specaugment", {})
         return cls(**data, specaugment=None if spec is None else SpecAugmentConfig(**spec))
-
-
-class MuonAdamW(torch.optim.Optimizer):
-    """Muon for the 2-D weight matrices of hidden layers, AdamW for everything else.
-
-    Muon (``torch.optim.Muon``) replaces each matrix's momentum by its nearest
-    orthogonal matrix (Newton-Schulz iterations), so every direction of the update
-    moves at the same rate. Its step size is scaled to match AdamW's update RMS
-    (``adjust_lr_fn="match_rms_adamw"``), so the two share one learning rate and one
-    schedule. Convolution kernels, norms, biases and the output layer stay with AdamW,
-    as Muon's authors advise. The two optimisers share this object's param groups
-    (group 0: Muon, group 1: AdamW), so a learning-rate scheduler drives both.
-    """
-
-    def __init__(self, model: torch.nn.Module, lr: float, weight_decay: float) -> None:
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        output = linears[-1].weight if linears else None  # the output layer (the last one registered)
-        matrices, others = [], []
-        for p in model.parameters():
-            (matrices if p.ndim == 2 and p is not output else others).append(p)
-        groups = [{"params": matrices}, {"params": others}]
-        # "betas" in the defaults makes OneCycleLR cycle AdamW's beta1 (Muon ignores it), as it does for AdamW alone
-        super().__init__(groups, {"lr": lr, "weight_decay": weight_decay, "betas": (0.9, 0.999)})
-        self.muon = torch.optim.Muon([self.param_groups[0]], lr=lr, weight_decay=weight_decay,
-                                     adjust_lr_fn="match_rms_adamw")
-        self.adamw = torch.optim.AdamW([self.param_groups[1]], lr=lr, weight_decay=weight_decay)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():  # step runs under no_grad; the closure's backward needs a graph
-                loss = closure()
-        self.muon.step()
-        self.adamw.step()
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.muon.load_state_dict(state_dict["muon"])
-        self.adamw.load_state_dict(state_dict["adamw"])
-        # loading gives the inner optimisers new group dicts: share them again
-        self.param_groups[:] = [self.muon.param_groups[0], self.adamw.param_groups[0]]
-
-
-OPTIMIZERS = ("adamw", "muon")  # the values of TrainConfig.optimizer
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "muon":
-        return MuonAdamW(model, config.lr, config.weight_decay)
-    raise AsrError(f"unknown optimizer {config.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AsrError("CUDA was asked for but no GPU is available")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def seed_everything(seed: int) -> None:
@@ -183,23 +118,22 @@ class Trainer:
             sortagrad=config.sortagrad, max_batch_size=config.max_batch_size or None)
         self.dev_entries = dev_entries or []
         self.evaluate = evaluate
-        self.optimizer = make_optimizer(model, config)
+        self.optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay, self.device)
+        if self.dtype == torch.bfloat16 and self.device.type == "cpu" and not bf16_is_fast(self.device):
+            print(f"warning: precision bf16 on a CPU without fast bfloat16 ({describe(self.device)}): "
+                  f"training will be slow; precision = \"fp32\" avoids it", file=sys.stderr)
         self.scheduler = self._one_cycle(config.max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = 0
         self.epoch = 0
         self.position = 0
         self.skipped = 0  # updates skipped in a row for non-finite gradients
+        self._announced = False  # the first run() names the machine, optimiser and precision
         self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval": []}
 
     def _one_cycle(self, total_steps: int):
         c = self.config
-        pct = c.pct_start
-        if math.isclose(pct * total_steps, 1.0):  # a one-step warm-up divides by zero in OneCycleLR
-            pct = (2.0 if total_steps > 2 else 0.5) / total_steps
-        return torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=c.lr, total_steps=total_steps, pct_start=pct,
-            div_factor=c.div_factor, final_div_factor=c.final_div_factor)
+        return one_cycle(self.optimizer, c.lr, total_steps, c.pct_start, c.div_factor, c.final_div_factor)
 
     def fit_to_time_budget(self, minutes: float, probe_steps: int = 6) -> int:
         """Set ``max_steps`` so that training takes about ``minutes`` on this machine.
@@ -214,7 +148,8 @@ class Trainer:
         rng, scaler_state = checkpoint.rng_state(), self.scaler.state_dict()
         model = self.model
         self.model = copy.deepcopy(model)
-        optimizer, self.optimizer = self.optimizer, make_optimizer(self.model, replace(self.config, lr=1e-5))
+        optimizer, self.optimizer = self.optimizer, make_optimizer(self.model, self.config.optimizer, 1e-5, self.config.weight_decay,
+                                                                self.device)
         scheduler, self.scheduler = self.scheduler, torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
         step, times = self.step, []
         try:
@@ -231,7 +166,26 @@ class Trainer:
         per_step = sorted(times[1:])[len(times[1:]) // 2]  # median; the first step warms up
         self.config.max_steps = max(10, int(minutes * 60 * 0.95 / per_step))
         self.scheduler = self._one_cycle(self.config.max_steps)
+        self._check_pace(per_step)
         return self.config.max_steps
+
+    SLOW_FACTOR = 1.5  # a probed step this many times the config's expected upper bound is "far slower"
+
+    def _check_pace(self, per_step: float) -> None:
+        """One line when a step is far slower than ``expected_step_seconds`` says, naming the likely cause."""
+        expected = self.config.expected_step_seconds
+        if len(expected) != 2 or per_step <= self.SLOW_FACTOR * expected[1]:
+            return
+        causes = slow_step_causes(self.device, self.dtype, describe_optimizer(self.optimizer))
+        print(f"warning: {per_step:.2f} s a step, far slower than the {expected[0]:g}-{expected[1]:g} s this config "
+              f"expects, so the time budget buys {self.config.max_steps} steps; likely cause: {causes}",
+              file=sys.stderr)
+
+    def describe(self) -> dict:
+        """How this model is trained, as the model file records it (``provenance``)."""
+        names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return {"machine": describe(self.device), "optimizer": describe_optimizer(self.optimizer),
+                "precision": names[self.dtype], "steps": self.step, "torch": str(torch.__version__)}
 
     def refit_to_deadline(self, deadline: float, seconds_per_step: float, limit: int) -> int:
         """Mid-run: set ``max_steps`` so that the remaining steps, at ``seconds_per_step``
@@ -270,9 +224,10 @@ class Trainer:
         return self.exp_dir / "checkpoints" / "last.pt"
 
     def model_state(self) -> dict:
-        """What inference needs: configs, tokenizer, weights."""
+        """What inference needs: configs, tokenizer, weights; and how it was trained."""
         return {
             **self.meta,
+            "provenance": self.describe(),
             "model_config": asdict(self.model.config),
             "feature_config": asdict(self.feature_config),
             "model": self.model.state_dict(),
@@ -384,6 +339,10 @@ class Trainer:
             n = self.config.budget_refits
             refits = [(steps * k // (n + 1), begun + budget * k / (n + 1)) for k in range(1, n + 1)]
             last_step, last_time, limit = 0, time.monotonic(), 2 * steps
+        if not self._announced:
+            self._announced = True
+            print(f"training on {describe(self.device)}: optimizer {describe_optimizer(self.optimizer)}, "
+                  f"precision {self.describe()['precision']}", flush=True)
         writer = self._writer()
         target = self.config.max_steps if stop_after is None else min(self.config.max_steps, self.step + stop_after)
         bar = tqdm(total=self.config.max_steps, initial=self.step, desc="training", unit="step",

@@ -231,7 +231,7 @@ def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(corpus, tmp_pat
 
 def test_muon_step_takes_a_closure():
     """As torch's optimisers do: step(closure) re-evaluates the loss with gradients on."""
-    from asr.training import MuonAdamW
+    from asr.optim import MuonAdamW
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))

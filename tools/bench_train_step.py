@@ -21,7 +21,6 @@ precision's, measured in the same process. Several ``--optimizer`` values (``ada
 """
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +33,9 @@ from asr.errors import AsrError
 from asr.features import FeatureConfig, SpecAugmentConfig
 from asr.model import BiGRU, CTCModel, count_parameters, named_config
 from asr.text import CharTokenizer
-from asr.training import OPTIMIZERS, TrainConfig, Trainer, ctc_loss, resolve_device
+from asr.device import describe, resolve_device
+from asr.optim import OPTIMIZERS
+from asr.training import TrainConfig, Trainer, ctc_loss
 
 
 def main() -> None:
@@ -47,8 +48,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
                         help="autocast dtypes to compare (bf16 on a CPU too; fp16 is meant for CUDA)")
-    parser.add_argument("--optimizer", nargs="+", default=["adamw"], choices=OPTIMIZERS,
-                        help="optimizers to compare (TrainConfig.optimizer)")
+    parser.add_argument("--optimizer", nargs="+", default=["adamw"], choices=[*OPTIMIZERS, "muon-bf16", "muon-fp32"],
+                        help="optimizers to compare (TrainConfig.optimizer; muon-bf16 and muon-fp32 force the dtype "
+                             "of Muon's Newton-Schulz products, which muon picks by asr.device.bf16_is_fast)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     blank = CharTokenizer().blank
@@ -66,14 +68,15 @@ def main() -> None:
         model = CTCModel(named_config(args.model, n_mels=args.n_mels))
         config = TrainConfig(max_steps=len(paths) * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
                              specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12),
-                             device=str(device), precision=precision, optimizer=optimizer)
+                             device=str(device), precision=precision, optimizer=optimizer.split("-")[0])
         # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
         trainer = Trainer(model, SimpleNamespace(durations=[1.0]), lambda out, batch: ctc_loss(*out, batch, blank),
                           {}, FeatureConfig(n_mels=args.n_mels), config, exp_dir="unused")
+        if "-" in optimizer:
+            trainer.optimizer.muon.ns_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[optimizer.split("-")[1]]
         return trainer, [m for m in model.modules() if isinstance(m, BiGRU)]
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"machine: {where}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
+    print(f"machine: {describe(device)}; torch {torch.__version__}")
     print(f"model: {args.model} ({count_parameters(CTCModel(named_config(args.model, n_mels=args.n_mels))):,} "
           f"parameters), {args.n_mels} mels; batches of {args.batch_seconds:g} s of audio; median of {args.steps} steps")
     print(f"{'setup':>11} {'utterances':>16} " + " ".join(f"{name + ' s/step':>14}" for name in paths)

@@ -42,8 +42,15 @@ def train_once(model_path: Path, train: Callable[[], object], resume: bool) -> N
 
 
 def print_finish(started: float, model_path: Path, try_command: str) -> None:
-    """A demo's closing lines: its duration, its model file and a command to try."""
+    """A demo's closing lines: its duration, the machine and set-up that trained its model, the
+    model file and a command to try."""
+    from asr import checkpoint
+
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
+    trained = checkpoint.load(model_path).get("provenance")
+    if trained:
+        print(f"trained on: {trained['machine']}; optimizer {trained['optimizer']}, precision {trained['precision']}, "
+              f"{trained['steps']:,} steps")
     print(f"model: {model_path}")
     print(f"try:   {try_command}")
 
