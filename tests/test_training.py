@@ -1,44 +1,11 @@
 import math
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from asr import checkpoint
 from asr.augment import AugmentConfig, WaveformAugment
 from asr.errors import AsrError
-from asr.features import FeatureConfig, SpecAugmentConfig
-from asr.model import CTCModel, named_config
-from asr.text import CharTokenizer
-from asr.training import TrainConfig, Trainer
-
-WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off"]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    rng = np.random.default_rng(0)
-    entries = []
-    for i in range(12):
-        n = int(rng.integers(4000, 12000))
-        path = tmp_path / f"u{i}.wav"
-        sf.write(path, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
-        text = " ".join(rng.choice(WORDS, size=2))
-        entries.append({"id": f"u{i}", "audio_filepath": str(path), "duration": n / 16000, "text": text})
-    return entries
-
-
-def make_trainer(corpus, exp_dir, max_steps=8, transform=None, **overrides):
-    torch.manual_seed(0)
-    tok = CharTokenizer()
-    model = CTCModel(named_config("small", n_mels=20, cnn_channels=4, n_res_blocks=1, rnn_dim=16,
-                                  n_rnn_layers=2, classifier_dim=16, dropout=0.1))
-    config = TrainConfig(max_steps=max_steps, lr=3e-3, max_frames=1600, checkpoint_every=3, log_every=2,
-                         specaugment=SpecAugmentConfig(freq_width=4, time_width=5, freq_warp=0.1), seed=7,
-                         **overrides)
-    return Trainer.for_ctc(model, tok, FeatureConfig(n_mels=20), corpus, config, exp_dir, dev_entries=corpus[:3],
-                           transform=transform)
 
 
 def waveform_augment():
@@ -49,18 +16,18 @@ def waveform_augment():
 
 @pytest.mark.parametrize("augment, optimizer", [(False, "adamw"), (True, "adamw"), (False, "muon")],
                          ids=["plain", "waveform-augment", "muon"])
-def test_resume_gives_the_same_weights(corpus, tmp_path, augment, optimizer):
+def test_resume_gives_the_same_weights(ctc_corpus, tmp_path, augment, optimizer, ctc_trainer):
     """N steps straight == N/2 steps, a resume (fresh process state), N/2 more."""
     transform = waveform_augment if augment else lambda: None
-    straight = make_trainer(corpus, tmp_path / "a", transform=transform(), optimizer=optimizer)
+    straight = ctc_trainer(ctc_corpus, tmp_path / "a", transform=transform(), optimizer=optimizer)
     straight.run(progress=False)
     assert straight.step == 8 and straight.epoch >= 1  # the run crosses an epoch boundary
 
-    first = make_trainer(corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
+    first = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
     first.run(progress=False, stop_after=4)
     assert first.step == 4
     torch.manual_seed(12345)  # disturb the global RNG: the checkpoint must restore it
-    second = make_trainer(corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
+    second = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
     second.run(progress=False, resume=True)
     assert second.step == 8
 
@@ -71,8 +38,8 @@ def test_resume_gives_the_same_weights(corpus, tmp_path, augment, optimizer):
     assert straight.history["loss"] == second.history["loss"]
 
 
-def test_checkpoint_is_plain_data_and_atomic(corpus, tmp_path):
-    trainer = make_trainer(corpus, tmp_path, max_steps=3)
+def test_checkpoint_is_plain_data_and_atomic(ctc_corpus, tmp_path, ctc_trainer):
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=3)
     path = trainer.run(progress=False)
     data = torch.load(path, weights_only=True)  # raises if anything but plain data is inside
     for key in ("model_config", "feature_config", "tokenizer", "model", "optimizer", "scheduler", "scaler",
@@ -102,17 +69,17 @@ def test_checkpoint_loader_refuses_code(tmp_path):
         checkpoint.load(path)
 
 
-def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
-    trainer = make_trainer(corpus, tmp_path, max_steps=2, precision="bf16")
+def test_bf16_autocast_on_cpu_when_asked(ctc_corpus, tmp_path, ctc_trainer):
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=2, precision="bf16")
     assert trainer.dtype == torch.bfloat16
     trainer.run(progress=False)
     assert trainer.step == 2 and np.isfinite(trainer.history["loss"][-1])
 
 
-def test_an_update_with_non_finite_gradients_is_skipped(corpus, tmp_path):
+def test_an_update_with_non_finite_gradients_is_skipped(ctc_corpus, tmp_path, ctc_trainer):
     """A NaN gradient (as oneDNN's bf16 convolution once gave) leaves the weights as they were;
     training goes on; a run of them stops it with one clear error."""
-    trainer = make_trainer(corpus, tmp_path, max_steps=30)
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=30)
     loss_fn, poisoned = trainer.loss_fn, {2}
     trainer.loss_fn = lambda out, batch: loss_fn(out, batch) * (math.nan if trainer.step in poisoned else 1.0)
     batches = trainer.batches()
@@ -129,7 +96,7 @@ def test_an_update_with_non_finite_gradients_is_skipped(corpus, tmp_path):
         trainer.train_step(next(batches))
     assert trainer.skipped == 5
     trainer.save_checkpoint()  # the count goes on after a resume
-    resumed = make_trainer(corpus, tmp_path, max_steps=30)
+    resumed = ctc_trainer(ctc_corpus, tmp_path, max_steps=30)
     resumed.load_checkpoint()
     assert resumed.skipped == 5 and resumed.step == 9
     resumed.loss_fn = lambda out, batch: loss_fn(out, batch) * math.nan
@@ -141,23 +108,23 @@ def test_an_update_with_non_finite_gradients_is_skipped(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("max_steps, pct_start", [(10, 0.1), (2, 0.5), (4, 0.25), (1, 0.1)])
-def test_schedules_with_a_one_step_warm_up_run(corpus, tmp_path, max_steps, pct_start):
+def test_schedules_with_a_one_step_warm_up_run(ctc_corpus, tmp_path, max_steps, pct_start, ctc_trainer):
     """OneCycleLR divides by zero when the warm-up is exactly one step (10 steps at the default
     pct_start of 0.1, which a tiny time budget can pick): the trainer then warms up over two."""
-    trainer = make_trainer(corpus, tmp_path, max_steps=max_steps, pct_start=pct_start)
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=max_steps, pct_start=pct_start)
     trainer.run(progress=False)
     lrs = trainer.history["lr"]
     assert trainer.step == max_steps and all(np.isfinite(lrs)) and max(lrs) <= trainer.config.lr
 
 
-def test_time_budget_only_sets_the_length(corpus, tmp_path):
+def test_time_budget_only_sets_the_length(ctc_corpus, tmp_path, ctc_trainer):
     """A time budget picks max_steps on this machine; with no re-fits the run is the same as one
     given that many steps outright (the probe leaves no trace in RNGs or weights)."""
-    budget = make_trainer(corpus, tmp_path / "a", max_steps=1, time_budget_minutes=0.1, budget_refits=0)
+    budget = ctc_trainer(ctc_corpus, tmp_path / "a", max_steps=1, time_budget_minutes=0.1, budget_refits=0)
     budget.run(progress=False)
     steps = budget.step
     assert steps == budget.config.max_steps >= 10
-    fixed = make_trainer(corpus, tmp_path / "b", max_steps=steps)
+    fixed = ctc_trainer(ctc_corpus, tmp_path / "b", max_steps=steps)
     fixed.run(progress=False)
     for key, value in budget.model.state_dict().items():
         assert torch.equal(value, fixed.model.state_dict()[key]), key
@@ -165,13 +132,13 @@ def test_time_budget_only_sets_the_length(corpus, tmp_path):
     assert data["train_config"]["max_steps"] == steps
 
 
-def test_time_budget_refits_to_the_pace_it_measures(corpus, tmp_path, monkeypatch):
+def test_time_budget_refits_to_the_pace_it_measures(ctc_corpus, tmp_path, monkeypatch, ctc_trainer):
     """When steps turn out slower than the start-up probe said, the run shortens itself
     to end near its deadline, and its learning rate still anneals to the floor."""
     import time
 
     # seven re-fits, so that the first comes early even at a quarter of the probe's pace
-    trainer = make_trainer(corpus, tmp_path, max_steps=1, time_budget_minutes=0.1, eval_every=0, budget_refits=7)
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=1, time_budget_minutes=0.1, eval_every=0, budget_refits=7)
     probe = trainer.fit_to_time_budget
     fast_step = trainer.train_step
     planned = []
@@ -206,9 +173,9 @@ def test_time_budget_refits_to_the_pace_it_measures(corpus, tmp_path, monkeypatc
     assert trainer.scheduler.get_last_lr()[0] < c.lr / 100
 
 
-def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(corpus, tmp_path):
+def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(ctc_corpus, tmp_path, ctc_trainer):
     """Muon gets the 2-D hidden weights, AdamW the rest; one OneCycle schedule drives both, after a resume too."""
-    trainer = make_trainer(corpus, tmp_path, max_steps=6, optimizer="muon")
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=6, optimizer="muon")
     optimizer = trainer.optimizer
     muon = {id(p) for p in optimizer.muon.param_groups[0]["params"]}
     adamw = {id(p) for p in optimizer.adamw.param_groups[0]["params"]}
@@ -218,7 +185,7 @@ def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(corpus, tmp_pat
         expected = p.ndim == 2 and not name.startswith("classifier.3.")  # the output layer stays with AdamW
         assert (id(p) in muon) == expected, name
     trainer.run(progress=False, stop_after=3)
-    resumed = make_trainer(corpus, tmp_path, max_steps=6, optimizer="muon")
+    resumed = ctc_trainer(ctc_corpus, tmp_path, max_steps=6, optimizer="muon")
     resumed.run(progress=False, resume=True, stop_after=2)
     for t in (trainer, resumed):
         lr = t.scheduler.get_last_lr()[0]
@@ -226,7 +193,7 @@ def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(corpus, tmp_pat
     assert resumed.optimizer.muon.param_groups[0]["lr"] != trainer.optimizer.muon.param_groups[0]["lr"]
     assert resumed.optimizer.muon.state  # momentum buffers came back from the checkpoint
     with pytest.raises(AsrError, match="unknown optimizer"):
-        make_trainer(corpus, tmp_path / "x", optimizer="sgd")
+        ctc_trainer(ctc_corpus, tmp_path / "x", optimizer="sgd")
 
 
 def test_muon_step_takes_a_closure():
