@@ -12,10 +12,12 @@ seeds and saves in its checkpoints, so a resumed run sees the same augmentations
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr.audio import AUDIO_SUFFIXES, SAMPLE_RATE
@@ -35,7 +37,7 @@ class AugmentConfig:
     noise_prob: float = 0.8  # share of clips mixed with background noise
     snr_range: tuple[float, float] = (0.0, 20.0)  # signal-to-noise ratios in dB
     noise_dir: str = ""  # a folder of noise recordings (.wav, .flac, .ogg, any depth), e.g. MUSAN's noise/
-    synthetic_noise: bool = False  # with no noise recordings at all: generated noises (asr.synth)
+    synthetic_noise: bool = False  # with no noise recordings at all: generated noises (make_noise)
     gain_range: tuple[float, float] = (0.0, 0.0)  # dB: each clip's level is changed by a random gain in this range
 
     @classmethod
@@ -47,6 +49,43 @@ class AugmentConfig:
     def active(self) -> bool:
         return bool(self.time_shift > 0 or self.speed_prob > 0 or self.reverb_prob > 0 or self.noise_prob > 0
                     or self.gain_range[1] > self.gain_range[0])
+
+
+NOISES = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "running_tap")
+
+
+def make_noise(kind: str, seconds: float, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+    """A background noise from ``NOISES`` as float32 samples with peak 0.5."""
+    n = int(seconds * sample_rate)
+    rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
+    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+
+    def shaped(gain: np.ndarray) -> np.ndarray:
+        spectrum = np.fft.rfft(rng.standard_normal(n)) * gain
+        return np.fft.irfft(spectrum, n)
+
+    safe = np.maximum(freqs, 1.0)
+    if kind == "white_noise":
+        audio = rng.standard_normal(n)
+    elif kind == "pink_noise":  # power falls 3 dB per octave
+        audio = shaped(np.where(freqs >= 20, 1 / np.sqrt(safe), 0.0))
+    elif kind == "brown_noise":  # power falls 6 dB per octave
+        audio = shaped(np.where(freqs >= 20, 1 / safe, 0.0))
+    elif kind == "mains_hum":  # 50 Hz and its harmonics, slowly wavering, over a little hiss
+        t = np.arange(n) / sample_rate
+        drift = 0.2 * np.sin(2 * np.pi * 0.1 * t + rng.uniform(0, 2 * np.pi))
+        audio = 0.01 * rng.standard_normal(n)
+        for h in range(1, 16):
+            amp = (1.0 if h % 2 else 0.5) / h
+            audio += amp * np.sin(2 * np.pi * h * (50 + drift) * t + rng.uniform(0, 2 * np.pi))
+    elif kind == "running_tap":  # band-limited splashing: 400-6000 Hz noise with a fluttering envelope
+        band = np.where((freqs > 400) & (freqs < 6000), 1.0, 0.0) / np.sqrt(np.maximum(freqs, 400) / 400)
+        audio = shaped(band)
+        flutter = shaped(np.where((freqs > 0.5) & (freqs < 25), 1.0, 0.0))
+        audio *= 1 + 0.6 * flutter / (np.abs(flutter).max() + 1e-9)
+    else:
+        raise AsrError(f"unknown noise {kind!r} (expected one of {', '.join(NOISES)})")
+    return (0.5 * audio / (np.abs(audio).max() + 1e-9)).astype(np.float32)
 
 
 def mix_at_snr(signal: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
@@ -139,8 +178,6 @@ class WaveformAugment:
 
                 self._noises = [load_audio(path) for path in self.noise_files]
             elif self.config.synthetic_noise:
-                from asr.synth import NOISES, make_noise
-
                 self._noises = [torch.from_numpy(make_noise(kind, 30.0, seed=self.seed)) for kind in NOISES]
             else:
                 self._noises = []

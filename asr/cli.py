@@ -1,33 +1,56 @@
-"""The ``asr`` command: argument parsing only, then one library call per subcommand.
+"""The ``asr`` command: argument parsing only, then library calls.
 
-    asr transcribe AUDIO... --model PATH [--format txt|json|srt|vtt] [--output-dir DIR]
+    asr transcribe INPUT... --model PATH [--format txt|json|srt|vtt|tsv|all] [--output-dir DIR]
                    [--decoder greedy|beam] [--lm LM] [--alpha A] [--beta B] [--beam-width N]
-                   [--blank-penalty P] [--hotwords WORD...]
+                   [--blank-penalty P] [--hotwords WORD...] [--device auto|cpu|cuda]
     asr classify AUDIO... --model PATH [--top-k K] [--format text|json]
     asr score --ref REF --hyp HYP [--metric wer|cer] [--details FILE]
     asr info MODEL_OR_CONFIG
 
-Bad input gives one line on stderr and a non-zero exit status, never a traceback
-(set ``ASR_DEBUG=1`` to see one).
+An INPUT is an audio file, a folder (its audio files, at any depth) or a JSON-lines
+manifest. Bad input gives one line on stderr and a non-zero exit status, never a
+traceback (set ``ASR_DEBUG=1`` to see one).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from asr.errors import ArgumentParser, AsrError
 
 
-def _transcribe(args) -> int:
+def expand_inputs(inputs: list[str]) -> list[tuple[str, str]]:
+    """(utterance id, audio path) for every input: a file (id: its stem), a folder (its audio files,
+    sorted, ids relative to it) or a ``.jsonl`` manifest (its entries' ``id``, else the file stem).
+    A path that does not exist is kept, so that it fails, with its name, where it is read."""
+    from asr.audio import AUDIO_SUFFIXES
+    from asr.data import read_manifest
+
+    out = []
+    for item in inputs:
+        path = Path(item)
+        if path.suffix == ".jsonl" and path.is_file():
+            out += [(e.get("id") or Path(e["audio_filepath"]).stem, e["audio_filepath"]) for e in read_manifest(path)]
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            if not files:
+                raise AsrError(f"{path}: a folder with no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            out += [(str(p.relative_to(path).with_suffix("")).replace(os.sep, "/"), str(p)) for p in files]
+        else:
+            out.append((path.stem, item))
+    ids = [i for i, _ in out]
+    if len(set(ids)) < len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise AsrError(f"two inputs have the utterance id {dup!r}; give them in separate runs or in a manifest")
+    return out
+
+
+def _options(args, model):
+    """The model's own decoding (a recipe's tuned beam search, else greedy), with the flags' changes."""
     from dataclasses import replace
 
-    from asr.decoding import DecodingOptions, make_decoder
-    from asr.inference import load_model
-
-    model = load_model(args.model, device=args.device)
-    # the model's tuned decoding (written by a recipe's tune stage) is the default; flags override it
-    defaults = DecodingOptions.from_dict(model.extra.get("decoding") or {})
     changes = {k: v for k, v in {
         "decoder": args.decoder or ("beam" if args.lm else None), "lm_path": args.lm,
         "unigrams_path": args.unigrams, "beam_width": args.beam_width, "alpha": args.alpha,
@@ -36,33 +59,38 @@ def _transcribe(args) -> int:
     }.items() if v is not None}
     if args.lm and not args.unigrams:
         changes["unigrams_path"] = None  # the tuned LM's word list does not belong to this LM
-    options = replace(defaults, **changes)
-    with make_decoder(options, model.tokenizer, model.frame_shift) as decoder:
-        return _transcribe_files(args, model, options, decoder)
+    return replace(model.decoding, **changes)
 
 
-def _transcribe_files(args, model, options, decoder) -> int:
-    from asr.inference import transcribe, write_result
+def _transcribe(args) -> int:
+    from tqdm import tqdm
 
-    failed = 0
-    for path in args.audio:
-        try:
-            result = transcribe(model, path, options, decoder=decoder)
-        except AsrError as exc:
-            print(f"asr: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        text = write_result(result, path, args.format, args.output_dir)
-        if args.output_dir is None:
-            if args.format == "txt" and len(args.audio) > 1:
-                text = f"{path}\t{text}"
-            sys.stdout.write(text)
-            sys.stdout.flush()
+    from asr.inference import load_recognizer, transcribe, write_result
+
+    inputs = expand_inputs(args.audio)
+    if args.format == "all" and args.output_dir is None:
+        args.output_dir = "."
+    with load_recognizer(args.model, device=args.device) as model:
+        options = _options(args, model)
+        failed = 0
+        many = len(inputs) > 1
+        for utt_id, path in tqdm(inputs, desc="transcribing", unit="file", disable=None if many else True,
+                                 file=sys.stderr):
+            try:
+                result = transcribe(model, path, options)
+            except AsrError as exc:
+                tqdm.write(f"asr: error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            text = write_result(result, path, args.format, args.output_dir, name=utt_id if many else None)
+            if args.output_dir is None:
+                sys.stdout.write(f"{utt_id}\t{text}" if many and args.format == "txt" else text)
+                sys.stdout.flush()
     return 1 if failed else 0
 
 
 def _classify(args) -> int:
-    from asr.classify import classify, format_prediction, load_classifier
+    from asr.inference import classify, format_prediction, load_classifier
 
     if args.top_k < 1:
         raise AsrError(f"--top-k must be at least 1, got {args.top_k}")
@@ -98,53 +126,56 @@ def _score(args) -> int:
 
 def _info(args) -> int:
     import json
-    from pathlib import Path
 
-    from asr.model import NAMED_CONFIGS, build_model, count_parameters, named_config
+    from asr.config import to_dict
+    from asr.model import NAMED_CONFIGS, build_model, count_parameters
 
     target = args.target
+    extra, members = {}, 1
     if target in NAMED_CONFIGS:
-        config, source = named_config(target), f"named config {target!r}"
-        extra, members = {}, 1
+        config, source = NAMED_CONFIGS[target], f"named config {target!r}"
     elif Path(target).suffix == ".toml":
-        import tomllib
-
-        try:
-            data = tomllib.loads(Path(target).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise AsrError(f"{target}: not a readable TOML config ({exc})") from None
-        name = data.get("model_name") or data.get("model", {}).get("name")
-        if name not in NAMED_CONFIGS:
-            raise AsrError(f"{target}: names no known model config (model_name); known: {', '.join(NAMED_CONFIGS)}")
-        overrides = {k: v for k, v in data.get("model", {}).items() if k != "name"}
-        if "model_name" in data and "n_mels" in data.get("features", {}):
-            overrides.setdefault("n_mels", data["features"]["n_mels"])
-        config = named_config(name, **overrides)
-        source, extra, members = f"recipe config {target}", {}, 1
+        config, source = _recipe_model(target), f"recipe config {target}"
     else:
-        from asr import checkpoint
+        from asr.checkpoint import ModelFile
 
-        from asr.model import config_from_checkpoint
-
-        data = checkpoint.load(target)
-        config = config_from_checkpoint(data)
-        source = f"model file {target}"
-        extra = {k: data[k] for k in ("task", "feature_config", "step", "members") if k in data}
-        members = data.get("members", 1)
-        if "tokenizer" in data:
-            extra["tokenizer"] = data["tokenizer"].get("kind")
-        if "labels" in data:
-            extra["labels"] = list(data["labels"])
-    from dataclasses import asdict
-
-    try:
-        model = build_model(config, members)
-    except (TypeError, ValueError) as exc:
-        raise AsrError(f"{target}: {exc}") from None
-    print(f"{source}: {type(model).__name__}")
-    print(json.dumps({"model_config": asdict(config), **extra}, indent=2, default=str))
-    print(f"parameters: {count_parameters(model):,}")
+        model = ModelFile.load(target)
+        config, source, members = model.model_config, f"model file {target}", model.members
+        extra = {"task": model.task, "feature_config": to_dict(model.feature_config), "members": members}
+        if model.tokenizer:
+            extra["tokenizer"] = model.tokenizer.get("kind")
+        if model.labels:
+            extra["labels"] = list(model.labels)
+        if model.decoding:
+            extra["decoding"] = to_dict(model.decoding)
+        if model.provenance:
+            extra["trained"] = model.provenance
+    net = build_model(config, members)
+    print(f"{source}: {type(net).__name__}")
+    print(json.dumps({"model_config": to_dict(config), **extra}, indent=2, default=str))
+    print(f"parameters: {count_parameters(net):,}")
     return 0
+
+
+def _recipe_model(path: str):
+    """The CTC model a recipe config describes: its ``model_name`` with ``[model]`` overriding it, at
+    its ``[features] n_mels``."""
+    from dataclasses import replace
+
+    from asr.config import load_config, read_toml
+    from asr.model import NAMED_CONFIGS, ModelConfig
+
+    data = read_toml(path)
+    name = data.get("model_name")
+    if name not in NAMED_CONFIGS or not isinstance(NAMED_CONFIGS[name], ModelConfig):
+        known = ", ".join(k for k, v in NAMED_CONFIGS.items() if isinstance(v, ModelConfig))
+        raise AsrError(f"{path}: names no speech recognition model config (model_name); known: {known}")
+    config = load_config(NAMED_CONFIGS[name], data=data.get("model", {}))
+    n_mels = data.get("features", {}).get("n_mels")
+    return replace(config, n_mels=n_mels) if isinstance(n_mels, int) else config
+
+
+FORMATS = ("txt", "json", "srt", "vtt", "tsv", "all")  # asr.inference.FORMATS, without importing torch for --help
 
 
 def build_parser() -> ArgumentParser:
@@ -154,12 +185,16 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--version", action="version", version=f"asr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("transcribe", help="transcribe audio files")
-    p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, ...; any sample rate)")
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests")
+    p.add_argument("audio", nargs="+", metavar="INPUT",
+                   help="audio files (wav, flac, ogg, ...; any sample rate), folders of them, or .jsonl manifests")
     p.add_argument("--model", required=True, help="model file (model.pt from a recipe)")
-    p.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
-    p.add_argument("--output-dir", help="write <name>.<format> files here instead of printing")
-    p.add_argument("--decoder", choices=["greedy", "beam"], help="default: greedy, or what the model was tuned for")
+    p.add_argument("--format", choices=FORMATS, default="txt",
+                   help="txt (several inputs: utt_id<TAB>text lines, as asr score reads), json, srt, vtt, tsv, "
+                        "or all (every format, as files)")
+    p.add_argument("--output-dir", help="write <utt_id>.<format> files here instead of printing")
+    p.add_argument("--decoder", choices=["greedy", "beam"], help="default: what the model file says (greedy, or "
+                                                                  "the beam search and LM a recipe tuned)")
     p.add_argument("--lm", help="KenLM language model (.arpa or binary) for beam search (implies --decoder beam)")
     p.add_argument("--unigrams", help="the LM's word list (default: unigrams.txt beside the LM)")
     p.add_argument("--beam-width", type=int)
@@ -168,7 +203,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--blank-penalty", type=float, help="taken off the blank's log-probability in every frame")
     p.add_argument("--hotwords", nargs="+", help="words to favour in beam search")
     p.add_argument("--hotword-weight", type=float)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     p.set_defaults(run=_transcribe)
 
     p = sub.add_parser("classify", help="label audio clips with a keyword or sound classifier")
@@ -177,12 +212,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="also show the K most likely labels")
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="text: FILE, then LABEL and PROBABILITY per label, tab-separated; json: one object per line")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
     p.set_defaults(run=_classify)
 
     p = sub.add_parser("score", help="WER or CER of hypotheses against references")
-    p.add_argument("--ref", required=True, help="reference file of 'utt_id text' lines")
-    p.add_argument("--hyp", required=True, help="hypothesis file of 'utt_id text' lines")
+    p.add_argument("--ref", required=True, help="reference file of 'utt_id text' lines (space or tab)")
+    p.add_argument("--hyp", required=True, help="hypothesis file of 'utt_id text' lines (asr transcribe's output)")
     p.add_argument("--metric", choices=["wer", "cer"], default="wer")
     p.add_argument("--details", help="write per-utterance alignments to this file")
     p.set_defaults(run=_score)

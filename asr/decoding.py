@@ -24,7 +24,7 @@ import logging
 import math
 import multiprocessing
 import weakref
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,23 +47,6 @@ class DecodingOptions:
     hotword_weight: float = 10.0
     nbest: int = 1
     processes: int = 0  # worker processes for batch beam search (0: in this process)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DecodingOptions":
-        """Options from plain data (``decoding.json``, a model's ``extra["decoding"]``).
-
-        Keys this version does not know are ignored, so a model file tuned by a
-        newer version still loads.
-        """
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "hotwords" in values:
-            values["hotwords"] = tuple(values["hotwords"] or ())
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        """Plain data for JSON and checkpoints (``from_dict`` reads it back)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
 
 @dataclass

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from asr.errors import AsrError
 
 __all__ = [
+    "DownloadConfig",
     "Resource",
     "download",
     "extract",
@@ -54,6 +55,14 @@ __all__ = [
     "SPEECH_COMMANDS",
     "ESC50",
 ]
+
+@dataclass
+class DownloadConfig:
+    """The ``[download]`` table of a recipe."""
+
+    mirror: str = ""  # another host (or local folder) holding the same files
+    checksums: str = ""  # sha256sum-style file overriding the built-in digests
+
 
 USER_AGENT = "asr-download/1 (+python-urllib)"
 RETRY_DELAY_S = 2.0  # multiplied by the attempt number between resumed attempts

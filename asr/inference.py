@@ -1,8 +1,11 @@
-"""From a model file and audio to text: ``load_model`` and ``transcribe``.
+"""From a model file and audio to text or a label: ``load_model``, ``transcribe``, ``classify``.
 
-``transcribe(model, audio, options) -> Result`` is what the CLI, the recipes
-and the tests call. Long files are read chunk by chunk (``asr.audio.iter_chunks``),
-so memory stays bounded. Output formats are small writers in ``WRITERS``.
+``transcribe(model, audio, options) -> Result`` is what the CLI, the recipes and the
+tests call; without ``options`` it decodes as the model file says (its tuned beam
+search and LM, else greedy), exactly as ``asr transcribe`` does. Decoders are kept on
+the model, so a language model is loaded once however many files are transcribed.
+Long files are read chunk by chunk (``asr.audio.iter_chunks``), so memory stays
+bounded. Output formats are small writers in ``WRITERS``.
 """
 
 from __future__ import annotations
@@ -12,25 +15,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from asr import checkpoint
-from asr.audio import SAMPLE_RATE, iter_chunks
-from asr.data import BucketingBatchSampler, SpeechDataset, collate
+
+from asr.audio import SAMPLE_RATE, iter_chunks, load_audio
+from asr.checkpoint import ModelFile
+from asr.data import BucketingBatchSampler, load_entry_audio, pad_sequence_1d
 from asr.decoding import DecodingOptions, Word, make_decoder
+from asr.device import resolve_device
 from asr.errors import AsrError
-from asr.features import FeatureConfig, FeatureExtractor
-from asr.model import CTCModel, ModelConfig
+from asr.features import FeatureExtractor
+from asr.model import build_model
 from asr.text import tokenizer_from_dict
 
+MAX_DECODERS = 4  # decoders a model keeps for reuse (each may hold an LM and worker processes)
 
-@dataclass
+
+@dataclass(eq=False)
 class Recognizer:
     """A CTC model with its front end and tokenizer, ready for inference."""
 
-    net: CTCModel
+    net: torch.nn.Module
     features: FeatureExtractor
     tokenizer: object
     device: torch.device
-    extra: dict = field(default_factory=dict)  # e.g. tuned decoding defaults
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)  # the model file's default decoding
+    provenance: dict = field(default_factory=dict)
+    _decoders: dict = field(default_factory=dict, repr=False)
 
     @property
     def frame_shift(self) -> float:
@@ -43,26 +52,87 @@ class Recognizer:
         feats, frames = self.features(audio.to(self.device), lengths.to(self.device))
         return self.net(feats, frames)
 
+    def decoder(self, options: DecodingOptions | None = None):
+        """The decoder for ``options`` (default: the model's), made once and kept for later calls."""
+        options = options or self.decoding
+        if options not in self._decoders:
+            if len(self._decoders) >= MAX_DECODERS:
+                self._decoders.pop(next(iter(self._decoders))).close()
+            self._decoders[options] = make_decoder(options, self.tokenizer, self.frame_shift)
+        return self._decoders[options]
 
-def recognizer_from_checkpoint(data: dict, device="cpu") -> Recognizer:
-    if data.get("task", "ctc") != "ctc":
-        raise AsrError(f"this checkpoint is a {data.get('task')!r} model, not a speech recognition model")
-    tokenizer = tokenizer_from_dict(data["tokenizer"])
-    config = ModelConfig.from_dict(data["model_config"])
-    if config.n_classes != tokenizer.vocab_size:
-        raise AsrError(f"model has {config.n_classes} classes but its tokenizer {tokenizer.vocab_size}")
-    net = CTCModel(config)
-    net.load_state_dict(data["model"])
-    device = torch.device(device)
-    features = FeatureExtractor(FeatureConfig(**data["feature_config"]))
-    return Recognizer(net.to(device).eval(), features.to(device).eval(), tokenizer, device,
-                      dict(data.get("extra", {})))
+    def close(self) -> None:
+        """Release the kept decoders (their LMs and worker processes)."""
+        while self._decoders:
+            self._decoders.popitem()[1].close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def load_model(path, device="cpu") -> Recognizer:
-    """Rebuild a recognizer from a checkpoint; nothing is hard-coded at load time."""
-    return recognizer_from_checkpoint(checkpoint.load(path), device)
+@dataclass(eq=False)
+class ClipClassifier:
+    """A trained classifier (or ensemble) with its front end and labels, ready for inference."""
 
+    net: torch.nn.Module
+    features: FeatureExtractor
+    labels: list[str]
+    device: torch.device
+    provenance: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def log_probs(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """audio: (batch, samples) at 16 kHz -> (batch, n_classes)."""
+        feats, frames = self.features(audio.to(self.device), lengths.to(self.device))
+        return self.net(feats, frames).float().cpu()
+
+
+def from_model_file(model: ModelFile, device="cpu") -> Recognizer | ClipClassifier:
+    device = resolve_device(device) if isinstance(device, str) else device
+    net = build_model(model.model_config, model.members)
+    try:
+        net.load_state_dict(model.weights)
+    except RuntimeError as exc:
+        raise AsrError(f"the weights do not fit the model config ({str(exc).splitlines()[0][:200]})") from None
+    net = net.to(device).eval()
+    features = FeatureExtractor(model.feature_config).to(device).eval()
+    if model.task == "classify":
+        return ClipClassifier(net, features, list(model.labels), device, model.provenance)
+    tokenizer = tokenizer_from_dict(model.tokenizer)
+    if model.model_config.n_classes != tokenizer.vocab_size:
+        raise AsrError(f"the model has {model.model_config.n_classes} classes but its tokenizer "
+                       f"{tokenizer.vocab_size}")
+    return Recognizer(net, features, tokenizer, device, model.decoding or DecodingOptions(), model.provenance)
+
+
+def load_model(path, device="cpu") -> Recognizer | ClipClassifier:
+    """Rebuild a recognizer or a classifier from its model file; nothing is hard-coded at load time.
+    ``device``: "cpu", "cuda" or "auto"."""
+    try:
+        return from_model_file(ModelFile.load(path), device)
+    except AsrError as exc:
+        message = str(exc)
+        raise AsrError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+
+def load_recognizer(path, device="cpu") -> Recognizer:
+    model = load_model(path, device)
+    if not isinstance(model, Recognizer):
+        raise AsrError(f"{path}: a classifier, not a speech recognition model (use asr classify)")
+    return model
+
+
+def load_classifier(path, device="cpu") -> ClipClassifier:
+    model = load_model(path, device)
+    if not isinstance(model, ClipClassifier):
+        raise AsrError(f"{path}: a speech recognition model, not a classifier (use asr transcribe)")
+    return model
+
+
+# --------------------------------------------------------------------------- speech recognition
 
 @dataclass
 class Segment:
@@ -91,10 +161,10 @@ def _segments(words: list[Word], max_words: int = 12, max_seconds: float = 7.0, 
 
 
 def transcribe(model: Recognizer, audio, options: DecodingOptions | None = None,
-               chunk_seconds: float = 20.0, decoder=None) -> Result:
-    """Transcribe a file path or a 16 kHz waveform tensor (samples,)."""
-    options = options or DecodingOptions()
-    decoder = decoder or make_decoder(options, model.tokenizer, model.frame_shift)
+               chunk_seconds: float = 20.0) -> Result:
+    """Transcribe a file path or a 16 kHz waveform tensor (samples,). Without ``options``: the
+    model file's decoding (a recipe's tuned beam search and LM), else greedy."""
+    decoder = model.decoder(options)
     if isinstance(audio, torch.Tensor):
         step = int(chunk_seconds * SAMPLE_RATE)
         chunks = [(audio[i: i + step], i / SAMPLE_RATE) for i in range(0, max(1, audio.numel()), step)]
@@ -112,41 +182,82 @@ def transcribe(model: Recognizer, audio, options: DecodingOptions | None = None,
     return Result(" ".join(w.word for w in words), words, duration, _segments(words))
 
 
-def iter_log_probs(model: Recognizer, entries: list[dict], max_frames: int = 20000, progress: bool = False):
-    """Run the model over manifest entries in length-bucketed batches.
-
-    Yields ``(indices into entries, log_probs (batch, frames, classes), lengths (batch,))``
-    on the CPU; decoding them more than once (e.g. to tune LM weights) needs no second pass.
-    """
-    longest = max(e["duration"] for e in entries)
-    sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, int(longest * 100) + 1),
+def run_batches(model: Recognizer | ClipClassifier, entries: list[dict], max_frames: int = 20000,
+                progress: bool = False, desc: str = "decoding"):
+    """Run a model's front end and network over manifest entries in length-bucketed batches, in a
+    fixed order. Yields ``(indices into entries, network output)``; the network's modes stay as they are."""
+    frame_shift = model.features.config.frame_shift
+    longest = max(int(e["duration"] / frame_shift) + 1 for e in entries)
+    sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, longest + 1), frame_shift,
                                     shuffle=False)
-    dataset = SpeechDataset(entries, model.tokenizer)
     batches = sampler.batches(0)
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc="decoding", unit="batch", leave=False)
+        batches = tqdm(batches, desc=desc, unit="batch", leave=False)
     for indices in batches:
-        batch = collate([dataset[i] for i in indices])
-        log_probs, lengths = model.log_probs(batch.audio, batch.audio_lengths)
+        audio, lengths = pad_sequence_1d([load_entry_audio(entries[i]) for i in indices])
+        with torch.no_grad():
+            feats, frames = model.features(audio.to(model.device), lengths.to(model.device))
+            yield indices, model.net(feats, frames)
+
+
+def iter_log_probs(model: Recognizer, entries: list[dict], max_frames: int = 20000, progress: bool = False):
+    """``(indices into entries, log_probs (batch, frames, classes), lengths (batch,))`` on the CPU,
+    batch by batch; decoding them more than once (to tune LM weights) needs no second pass."""
+    for indices, (log_probs, lengths) in run_batches(model, entries, max_frames, progress):
         yield indices, log_probs.cpu(), lengths.cpu()
 
 
 def decode_batches(decoder, batches, entries: list[dict]) -> dict[str, str]:
-    """Decode ``iter_log_probs`` batches of ``entries`` (each with an ``id``): id -> hypothesis text.
-
-    ``batches`` may be a list kept from one pass of the model, to decode it again
-    with other decoders or LM weights."""
+    """Decode ``iter_log_probs`` batches of ``entries`` (each with an ``id``): id -> hypothesis text."""
     return {entries[i]["id"]: hyp.text for indices, log_probs, lengths in batches
             for i, hyp in zip(indices, decoder.decode(log_probs, lengths))}
 
 
-def recognize_entries(model: Recognizer, entries: list[dict], decoder=None, max_frames: int = 20000,
-                      progress: bool = False) -> dict[str, str]:
+def recognize_entries(model: Recognizer, entries: list[dict], options: DecodingOptions | None = None,
+                      max_frames: int = 20000, progress: bool = False) -> dict[str, str]:
     """Batch-decode manifest entries (each with an ``id``): id -> hypothesis text."""
-    decoder = decoder or make_decoder(DecodingOptions(), model.tokenizer, model.frame_shift)
+    decoder = model.decoder(options or DecodingOptions())
     return decode_batches(decoder, iter_log_probs(model, entries, max_frames, progress), entries)
+
+
+# --------------------------------------------------------------------------- classification
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+    top_k: list[tuple[str, float]]
+
+
+def classify(model: ClipClassifier, audio, top_k: int = 1) -> Prediction:
+    """Classify a file path or a 16 kHz waveform tensor (samples,)."""
+    if not isinstance(audio, torch.Tensor):
+        audio = load_audio(audio)
+    probs = model.log_probs(audio[None], torch.tensor([audio.numel()]))[0].exp()
+    values, indices = probs.topk(max(1, min(top_k, len(model.labels))))
+    ranked = [(model.labels[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+    return Prediction(ranked[0][0], ranked[0][1], ranked)
+
+
+def predict(model: ClipClassifier, entries: list[dict], max_frames: int = 20000,
+            progress: bool = False) -> torch.Tensor:
+    """Log-probs (len(entries), n_classes) for manifest entries, in their order (eval mode)."""
+    model.net.eval()
+    out = torch.zeros(len(entries), len(model.labels))
+    for indices, log_probs in run_batches(model, entries, max_frames, progress, desc="classifying"):
+        out[indices] = log_probs.float().cpu()
+    return out
+
+
+def format_prediction(prediction: Prediction, source: str, fmt: str) -> str:
+    """One line: ``text`` is ``FILE<TAB>LABEL<TAB>PROB`` (and further label/prob pairs); ``json`` an object."""
+    if fmt == "json":
+        top = [{"label": label, "probability": round(p, 4)} for label, p in prediction.top_k]
+        return json.dumps({"file": source, "label": prediction.label, "probability": round(prediction.probability, 4),
+                           "top_k": top}) + "\n"
+    return source + "".join(f"\t{label}\t{p:.4f}" for label, p in prediction.top_k) + "\n"
 
 
 # --------------------------------------------------------------------------- writers
@@ -181,14 +292,24 @@ def write_vtt(result: Result, source: str) -> str:
                                   for s in result.segments)
 
 
-WRITERS = {"txt": write_txt, "json": write_json, "srt": write_srt, "vtt": write_vtt}
+def write_tsv(result: Result, source: str) -> str:
+    """whisper's tsv: a header, then start and end in integer milliseconds and the text of each segment."""
+    return "start\tend\ttext\n" + "".join(
+        f"{round(1000 * s.start)}\t{round(1000 * s.end)}\t{s.text.replace(chr(9), ' ')}\n" for s in result.segments)
 
 
-def write_result(result: Result, source, fmt: str, output_dir=None) -> str:
-    """Format ``result``; with ``output_dir``, also save it as ``<stem>.<fmt>`` there."""
-    text = WRITERS[fmt](result, str(source))
+WRITERS = {"txt": write_txt, "json": write_json, "srt": write_srt, "vtt": write_vtt, "tsv": write_tsv}
+FORMATS = (*WRITERS, "all")  # "all": every format, as files
+
+
+def write_result(result: Result, source, fmt: str, output_dir=None, name: str | None = None) -> str:
+    """Format ``result``; with ``output_dir``, also save it as ``<name>.<fmt>`` there (``name``:
+    the source's stem). ``fmt="all"`` writes every format and returns the text."""
+    formats = list(WRITERS) if fmt == "all" else [fmt]
+    texts = {f: WRITERS[f](result, str(source)) for f in formats}
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{Path(str(source)).stem}.{fmt}").write_text(text, encoding="utf-8")
-    return text
+        for f, text in texts.items():
+            (out / f"{name or Path(str(source)).stem}.{f}").write_text(text, encoding="utf-8")
+    return texts["txt" if fmt == "all" else fmt]

@@ -69,7 +69,8 @@ def score(refs: dict[str, str], hyps: dict[str, str]) -> Scores:
 
 
 def read_kaldi_text(path) -> dict[str, str]:
-    """Read ``utt_id text`` lines (Kaldi ``text`` files). An id alone means empty text."""
+    """Read ``utt_id text`` lines (Kaldi ``text`` files; the id ends at the first space or tab, so
+    ``asr transcribe``'s ``utt_id<TAB>text`` lines read too). An id alone means empty text."""
     path = Path(path)
     if not path.is_file():
         raise AsrError(f"{path}: no such file")
@@ -81,7 +82,8 @@ def read_kaldi_text(path) -> dict[str, str]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        utt_id, _, text = line.strip().partition(" ")
+        utt_id, *rest = line.strip().split(None, 1)
+        text = rest[0] if rest else ""
         if utt_id in out:
             raise AsrError(f"{path}:{number}: duplicate utterance id {utt_id!r}")
         out[utt_id] = text.strip()

@@ -1,11 +1,15 @@
-"""The training loop: CTC loss, AdamW, OneCycle, mixed precision, TensorBoard,
-atomic checkpoints and exact resume.
+"""The training loop: one loop for every task, with hooks.
 
-``train(...)`` runs until ``config.max_steps`` updates are done. A checkpoint
-(``<exp>/checkpoints/last.pt``) holds everything needed to continue exactly:
-weights, optimizer, scheduler, scaler, step, epoch, sampler position and RNG
-states. ``resume=True`` picks it up; N steps straight give the same weights as
-N/2 steps, a resume and N/2 more.
+``Trainer.run()`` trains until ``max_steps`` updates are done (or a callback stops it):
+features and SpecAugment on the training device, autocast and a GradScaler, gradient
+clipping, the optimiser (``asr.optim``) and its OneCycle schedule, dev evaluations and
+atomic checkpoints. A checkpoint (``<exp>/checkpoints/last.pt``) holds everything needed
+to continue exactly: weights, optimiser, scheduler, scaler, step, epoch, sampler
+position, RNG states and each callback's state. ``resume=True`` picks it up; N steps
+straight give the same weights as N/2 steps, a resume and N/2 more.
+
+Time budgets, early stopping, the learning-rate range test, TensorBoard and plots are
+callbacks (``asr.callbacks``), not part of the loop.
 """
 
 from __future__ import annotations
@@ -13,19 +17,20 @@ from __future__ import annotations
 import math
 import random
 import sys
-import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from asr import checkpoint
-from asr.device import autocast_dtype, bf16_is_fast, describe, resolve_device, slow_step_causes
+from asr.checkpoint import ModelFile, TrainingState
+from asr.config import from_dict, to_dict
 from asr.data import Batch, BucketingBatchSampler, SpeechDataset, collate
+from asr.device import autocast_dtype, bf16_is_fast, describe, resolve_device
 from asr.errors import AsrError
 from asr.features import FeatureConfig, FeatureExtractor, SpecAugment, SpecAugmentConfig
 from asr.optim import describe_optimizer, make_optimizer, one_cycle
@@ -35,10 +40,7 @@ from asr.optim import describe_optimizer, make_optimizer, one_cycle
 class TrainConfig:
     max_steps: int = 1000
     time_budget_minutes: float = 0.0  # > 0: choose max_steps so that training takes about this long
-    # With a time budget: re-fit max_steps to the measured pace this many times, at even
-    # fractions of the run. Only the pace after the last re-fit goes uncorrected, so more re-fits
-    # end nearer the budget: 7 ended 0.1 min past 23 minutes on the demo, 3 ended 0.8 min past.
-    budget_refits: int = 7
+    budget_refits: int = 7  # with a time budget: re-fit the length to the measured pace this many times
     # (low, high) seconds a step took on the machines this config was timed on; with a time budget, a
     # probe far slower than high prints one line naming the likely cause. () = no expectation
     expected_step_seconds: tuple[float, ...] = ()
@@ -47,14 +49,13 @@ class TrainConfig:
     div_factor: float = 25.0  # initial lr = lr / div_factor
     final_div_factor: float = 1e3
     weight_decay: float = 1e-2
-    # "adamw", or "muon": Muon (orthogonalised momentum, torch.optim.Muon) for the hidden weight
-    # matrices (input projection, GRU, hidden classifier layer) and AdamW for the rest
-    optimizer: str = "adamw"
+    # muon: Muon for the hidden weight matrices (input projection, GRU, hidden classifier layer), AdamW for the rest
+    optimizer: Literal["adamw", "muon"] = "adamw"
     grad_clip: float = 5.0
     max_frames: int = 20000  # padded feature frames per batch
     max_batch_size: int = 0  # 0: no limit beyond max_frames
     sortagrad: bool = True  # first epoch shortest-first
-    precision: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "bf16", "fp16"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA, fp32 on a CPU
     device: str = "auto"
     seed: int = 0
     num_workers: int = 0  # DataLoader workers; 0 keeps everything in one process
@@ -64,12 +65,6 @@ class TrainConfig:
     eval_every: int = 0  # steps between dev evaluations; 0 = only at the end
     checkpoint_every: int = 200
     max_eval_utterances: int = 200
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        data = dict(data)
-        spec = data.pop("specaugment", {})
-        return cls(**data, specaugment=None if spec is None else SpecAugmentConfig(**spec))
 
 
 def seed_everything(seed: int) -> None:
@@ -87,133 +82,85 @@ def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch: Batch, blank
 class Trainer:
     """Owns the model, optimiser and data for one experiment folder.
 
-    The task enters through three arguments: ``dataset`` (items for ``collate``,
-    with a ``durations`` list for batching), ``loss_fn(outputs, batch)`` where
-    ``outputs = model(feats, frames)``, and ``meta``, the plain data a model file
-    needs besides weights and configs (``{"task": "ctc", "tokenizer": ...}`` or
-    ``{"task": "classify", "labels": [...]}``). ``Trainer.for_ctc`` builds the
-    speech recognition case.
+    The task enters through ``dataset`` (items for ``collate_fn``, with a ``durations``
+    list for batching), ``loss_fn(outputs, batch)`` where ``outputs = model(feats,
+    frames)``, ``meta`` (what a ``ModelFile`` holds besides configs and weights:
+    ``{"task": "ctc", "tokenizer": ...}`` or ``{"task": "classify", "labels": [...]}``)
+    and ``evaluate(trainer, dev_entries) -> (metrics, [(ref, hyp), ...])``.
+    ``Trainer.for_ctc`` builds the speech recognition case. The config is copied:
+    a time budget changes this trainer's ``max_steps``, never the caller's.
     """
 
     MAX_SKIPPED = 20  # updates with non-finite gradients in a row before training stops
 
     def __init__(self, model, dataset, loss_fn: Callable, meta: dict, feature_config: FeatureConfig,
                  config: TrainConfig, exp_dir, dev_entries: list[dict] | None = None,
-                 evaluate: Callable | None = None, collate_fn: Callable = collate) -> None:
-        self.config = config
+                 evaluate: Callable | None = None, collate_fn: Callable = collate, callbacks=()) -> None:
+        self.config = replace(config)
         self.exp_dir = Path(exp_dir)
         self.device = resolve_device(config.device)
         self.dtype = autocast_dtype(config.precision, self.device)
         seed_everything(config.seed)
         self.model = model.to(self.device)
-        self.loss_fn = loss_fn
-        self.meta = meta
-        self.feature_config = feature_config
+        self.loss_fn, self.meta, self.feature_config = loss_fn, meta, feature_config
         self.features = FeatureExtractor(feature_config).to(self.device)
         self.augment = SpecAugment(config.specaugment).to(self.device) if config.specaugment else None
-        self.dataset = dataset
-        self.collate = collate_fn
+        self.dataset, self.collate = dataset, collate_fn
         self.sampler = BucketingBatchSampler(
             dataset.durations, config.max_frames, feature_config.frame_shift, seed=config.seed,
             sortagrad=config.sortagrad, max_batch_size=config.max_batch_size or None)
         self.dev_entries = dev_entries or []
         self.evaluate = evaluate
+        self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay, self.device)
         if self.dtype == torch.bfloat16 and self.device.type == "cpu" and not bf16_is_fast(self.device):
             print(f"warning: precision bf16 on a CPU without fast bfloat16 ({describe(self.device)}): "
                   f"training will be slow; precision = \"fp32\" avoids it", file=sys.stderr)
-        self.scheduler = self._one_cycle(config.max_steps)
+        self.scheduler = self._one_cycle(self.config.max_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.step = 0
-        self.epoch = 0
-        self.position = 0
+        self.step = self.epoch = self.position = 0
         self.skipped = 0  # updates skipped in a row for non-finite gradients
-        self._announced = False  # the first run() names the machine, optimiser and precision
+        self.should_stop = False  # a callback ends the run by setting it
+        self.last_batch: Batch | None = None
         self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval": []}
+        self._bar = None
 
     def _one_cycle(self, total_steps: int):
         c = self.config
         return one_cycle(self.optimizer, c.lr, total_steps, c.pct_start, c.div_factor, c.final_div_factor)
 
-    def fit_to_time_budget(self, minutes: float, probe_steps: int = 6) -> int:
-        """Set ``max_steps`` so that training takes about ``minutes`` on this machine.
-
-        Times ``probe_steps`` updates of a throwaway copy of the model on shuffled
-        (typical-length) batches, then rebuilds the OneCycle schedule for the number
-        of steps that fit. The RNG state is restored, so training itself is unchanged
-        but for its length; the chosen length is saved in checkpoints.
-        """
-        import copy
-
-        rng, scaler_state = checkpoint.rng_state(), self.scaler.state_dict()
-        model = self.model
-        self.model = copy.deepcopy(model)
-        optimizer, self.optimizer = self.optimizer, make_optimizer(self.model, self.config.optimizer, 1e-5, self.config.weight_decay,
-                                                                self.device)
-        scheduler, self.scheduler = self.scheduler, torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-        step, times = self.step, []
-        try:
-            batches = self.sampler.batches(1)
-            for k in range(probe_steps + 1):
-                indices = batches[k % len(batches)]
-                started = time.perf_counter()
-                self.train_step(self.collate([self.dataset[i] for i in indices]))
-                times.append(time.perf_counter() - started)
-        finally:
-            self.model, self.optimizer, self.scheduler, self.step = model, optimizer, scheduler, step
-            checkpoint.set_rng_state(rng)
-            self.scaler.load_state_dict(scaler_state)
-        per_step = sorted(times[1:])[len(times[1:]) // 2]  # median; the first step warms up
-        self.config.max_steps = max(10, int(minutes * 60 * 0.95 / per_step))
-        self.scheduler = self._one_cycle(self.config.max_steps)
-        self._check_pace(per_step)
-        return self.config.max_steps
-
-    SLOW_FACTOR = 1.5  # a probed step this many times the config's expected upper bound is "far slower"
-
-    def _check_pace(self, per_step: float) -> None:
-        """One line when a step is far slower than ``expected_step_seconds`` says, naming the likely cause."""
-        expected = self.config.expected_step_seconds
-        if len(expected) != 2 or per_step <= self.SLOW_FACTOR * expected[1]:
-            return
-        causes = slow_step_causes(self.device, self.dtype, describe_optimizer(self.optimizer))
-        print(f"warning: {per_step:.2f} s a step, far slower than the {expected[0]:g}-{expected[1]:g} s this config "
-              f"expects, so the time budget buys {self.config.max_steps} steps; likely cause: {causes}",
-              file=sys.stderr)
-
-    def describe(self) -> dict:
-        """How this model is trained, as the model file records it (``provenance``)."""
-        names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-        return {"machine": describe(self.device), "optimizer": describe_optimizer(self.optimizer),
-                "precision": names[self.dtype], "steps": self.step, "torch": str(torch.__version__)}
-
-    def refit_to_deadline(self, deadline: float, seconds_per_step: float, limit: int) -> int:
-        """Mid-run: set ``max_steps`` so that the remaining steps, at ``seconds_per_step``
-        (measured, dev evaluations and checkpoints included), end at ``deadline``
-        (``time.monotonic()``), but at most ``limit``. The OneCycle schedule is rebuilt
-        for the new length at the current step, so the learning rate moves on from
-        where it is and still anneals to its floor at the last step."""
-        remaining = max(0.0, deadline - time.monotonic())
-        steps = min(limit, self.step + max(1, int(remaining / seconds_per_step)))
+    def set_max_steps(self, steps: int) -> int:
+        """Change the run's length; the OneCycle schedule is rebuilt for it at the current step, so the
+        learning rate moves on from where it is and still anneals to its floor at the last step."""
         if steps != self.config.max_steps:
             self.config.max_steps = steps
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the fast-forward step below is not an optimiser step
-                self.scheduler = self._one_cycle(steps)
-                self.scheduler.last_epoch = self.step - 1
-                self.scheduler.step()
+            self.scheduler = self._one_cycle(steps)
+            if self.step:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the fast-forward step below is not an optimiser step
+                    self.scheduler.last_epoch = self.step - 1
+                    self.scheduler.step()
+            if self._bar is not None:
+                self._bar.total = steps
+                self._bar.refresh()
         return steps
+
+    def write(self, line: str) -> None:
+        """Print a line without breaking the progress bar."""
+        if self._bar is not None and not self._bar.disable:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
 
     @classmethod
     def for_ctc(cls, model, tokenizer, feature_config: FeatureConfig, train_entries: list[dict],
-                config: TrainConfig, exp_dir, dev_entries: list[dict] | None = None, extra: dict | None = None,
-                transform: Callable | None = None):
+                config: TrainConfig, exp_dir, dev_entries: list[dict] | None = None,
+                transform: Callable | None = None, callbacks=()):
         """Speech recognition: manifest entries with text, CTC loss, greedy dev WER/CER.
         ``transform`` changes each training waveform (``asr.augment.WaveformAugment``)."""
         dataset = SpeechDataset(train_entries, tokenizer, cache_audio=config.cache_audio, transform=transform)
-        trainer = cls(model, dataset, lambda out, batch: ctc_loss(*out, batch, tokenizer.blank),
-                      {"task": "ctc", "tokenizer": tokenizer.to_dict(), "extra": extra or {}},
-                      feature_config, config, exp_dir, dev_entries, evaluate_ctc)
+        trainer = cls(model, dataset, _CTCLoss(tokenizer.blank), {"task": "ctc", "tokenizer": tokenizer.to_dict()},
+                      feature_config, config, exp_dir, dev_entries, evaluate_ctc, callbacks=callbacks)
         trainer.tokenizer = tokenizer
         return trainer
 
@@ -223,50 +170,47 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.exp_dir / "checkpoints" / "last.pt"
 
-    def model_state(self) -> dict:
-        """What inference needs: configs, tokenizer, weights; and how it was trained."""
-        return {
-            **self.meta,
-            "provenance": self.describe(),
-            "model_config": asdict(self.model.config),
-            "feature_config": asdict(self.feature_config),
-            "model": self.model.state_dict(),
-        }
+    def describe(self) -> dict:
+        """How this model is trained, as its model file records it (``provenance``)."""
+        names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return {"machine": describe(self.device), "optimizer": describe_optimizer(self.optimizer),
+                "precision": names[self.dtype], "steps": self.step, "torch": str(torch.__version__)}
+
+    def model_file(self) -> ModelFile:
+        """What inference needs: configs, tokenizer or labels, weights; and how it was trained."""
+        return ModelFile(task=self.meta["task"], model_config=self.model.config, feature_config=self.feature_config,
+                         weights=self.model.state_dict(), tokenizer=self.meta.get("tokenizer"),
+                         labels=tuple(self.meta.get("labels", ())), provenance=self.describe())
 
     def save_checkpoint(self) -> Path:
-        return checkpoint.save_atomic({
-            **self.model_state(),
-            "train_config": asdict(self.config),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "sampler": {"epoch": self.epoch, "position": self.position},
-            "skipped": self.skipped,
-            "rng": checkpoint.rng_state(),
-            "history": self.history,
-        }, self.checkpoint_path)
+        state = TrainingState(
+            train_config=to_dict(self.config), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), step=self.step, epoch=self.epoch,
+            position=self.position, rng=checkpoint.rng_state(), history=self.history, skipped=self.skipped,
+            callbacks={c.name: c.state_dict() for c in self.callbacks if c.name})
+        return checkpoint.save_training(self.model_file(), state, self.checkpoint_path)
 
     def load_checkpoint(self, path=None) -> None:
-        data = checkpoint.load(path or self.checkpoint_path, map_location=self.device)
-        if data.get("model_config") != asdict(self.model.config):
+        model, state = checkpoint.load_training(path or self.checkpoint_path, map_location=self.device)
+        if model.model_config != self.model.config:
             raise AsrError("the checkpoint's model config differs from this experiment's; use another --exp-dir")
-        self.model.load_state_dict(data["model"])
-        self.config.max_steps = int(data["train_config"]["max_steps"])  # a time budget may have set it
+        self.model.load_state_dict(model.weights)
+        saved = from_dict(TrainConfig, state.train_config, "checkpoint")
+        self.config.max_steps = saved.max_steps  # a time budget may have set it
         self.scheduler = self._one_cycle(self.config.max_steps)
-        self.optimizer.load_state_dict(data["optimizer"])  # after the schedule: it restores lr and betas
-        self.scheduler.load_state_dict(data["scheduler"])
-        self.scaler.load_state_dict(data["scaler"])
-        self.step = int(data["step"])
-        self.epoch, self.position = int(data["sampler"]["epoch"]), int(data["sampler"]["position"])
-        self.skipped = int(data.get("skipped", 0))  # checkpoints from before it was kept: none in a row
-        self.history = data["history"]
-        checkpoint.set_rng_state(data["rng"])
+        self.optimizer.load_state_dict(state.optimizer)  # after the schedule: it restores lr and betas
+        self.scheduler.load_state_dict(state.scheduler)
+        self.scaler.load_state_dict(state.scaler)
+        self.step, self.epoch, self.position, self.skipped = state.step, state.epoch, state.position, state.skipped
+        self.history = state.history
+        for c in self.callbacks:
+            if c.name in state.callbacks:
+                c.load_state_dict(state.callbacks[c.name])
+        checkpoint.set_rng_state(state.rng)
 
     def export(self, path) -> Path:
         """A model file for inference: no optimiser state."""
-        return checkpoint.save_atomic(self.model_state(), path)
+        return self.model_file().save(path)
 
     # ----------------------------------------------------------------- loop
 
@@ -317,146 +261,95 @@ class Trainer:
             self.epoch += 1
             self.position = 0
 
-    def run(self, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
-        """Train to ``max_steps`` (or ``stop_after`` more steps), checkpointing on the way.
-
-        Returns the path of the last checkpoint.
-        """
-        from tqdm import tqdm
-
-        deadline, refits = None, []
-        if resume and self.checkpoint_path.exists():
-            self.load_checkpoint()  # a resumed run keeps the length it had
-        elif self.config.time_budget_minutes > 0 and self.step == 0:
-            budget = self.config.time_budget_minutes * 60
-            begun = time.monotonic()
-            deadline = begun + budget
-            steps = self.fit_to_time_budget(self.config.time_budget_minutes)
-            print(f"time budget {self.config.time_budget_minutes:g} min: {steps} steps on this machine")
-            # re-fit the length at even fractions of the planned steps or of the budget, whichever
-            # comes first (steps far slower than the probe's reach a step fraction too late),
-            # on the pace since the last re-fit
-            n = self.config.budget_refits
-            refits = [(steps * k // (n + 1), begun + budget * k / (n + 1)) for k in range(1, n + 1)]
-            last_step, last_time, limit = 0, time.monotonic(), 2 * steps
-        if not self._announced:
-            self._announced = True
-            print(f"training on {describe(self.device)}: optimizer {describe_optimizer(self.optimizer)}, "
-                  f"precision {self.describe()['precision']}", flush=True)
-        writer = self._writer()
-        target = self.config.max_steps if stop_after is None else min(self.config.max_steps, self.step + stop_after)
-        bar = tqdm(total=self.config.max_steps, initial=self.step, desc="training", unit="step",
-                   disable=not progress, dynamic_ncols=True)
-        losses: list[float] = []
-        batches = self.batches()
-        batch = None
-        try:
-            while self.step < target:
-                batch = next(batches)
-                loss, grad_norm = self.train_step(batch)
-                losses.append(loss)
-                bar.update(1)
-                if self.step % self.config.log_every == 0 or self.step == target:
-                    lr = self.scheduler.get_last_lr()[0]
-                    mean = sum(losses) / len(losses)
-                    losses.clear()
-                    self.history["step"].append(self.step)
-                    self.history["loss"].append(mean)
-                    self.history["lr"].append(lr)
-                    bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}")
-                    if writer:
-                        writer.add_scalar("train/loss", mean, self.step)
-                        writer.add_scalar("train/lr", lr, self.step)
-                        writer.add_scalar("train/grad_norm", grad_norm, self.step)
-                if self.config.eval_every and self.step % self.config.eval_every == 0 and self.step < target:
-                    self._evaluate(writer, batch)
-                if self.step % self.config.checkpoint_every == 0 and self.step < target:
-                    self.save_checkpoint()
-                if (refits and self.step < target
-                        and (self.step >= refits[0][0] or time.monotonic() >= refits[0][1])):
-                    refits.pop(0)
-                    pace = (time.monotonic() - last_time) / (self.step - last_step)
-                    steps = self.refit_to_deadline(deadline, pace, limit)
-                    last_step, last_time = self.step, time.monotonic()
-                    target = steps if stop_after is None else min(steps, target)
-                    bar.total = steps
-                    bar.refresh()
-                    bar.write(f"time budget: {pace:.2f} s per step so far; {steps} steps in all")
-            if self.step >= self.config.max_steps and batch is not None:
-                self._evaluate(writer, batch)
-            path = self.save_checkpoint()
-        except KeyboardInterrupt:
-            bar.close()
-            path = self.save_checkpoint()
-            raise AsrError(f"interrupted at step {self.step}; resume with --resume (checkpoint {path})") from None
-        finally:
-            bar.close()
-            if writer:
-                writer.close()
-        self.plot_learning_curve()
-        return path
-
-    # ----------------------------------------------------------------- monitoring
-
-    def _writer(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # pragma: no cover - tensorboard is a declared dependency
-            return None
-        return SummaryWriter(str(self.exp_dir / "tensorboard"), purge_step=self.step or None)
-
-    def _evaluate(self, writer, batch: Batch) -> None:
+    def _evaluate(self) -> None:
         if not (self.evaluate and self.dev_entries):
             return
         self.model.eval()
-        entries = self.dev_entries[: self.config.max_eval_utterances]
-        metrics, pairs = self.evaluate(self, entries)
+        metrics, samples = self.evaluate(self, self.dev_entries[: self.config.max_eval_utterances])
         self.history["eval_step"].append(self.step)
         self.history["eval"].append(metrics)
-        if writer:
-            for name, value in metrics.items():
-                writer.add_scalar(f"dev/{name}", value, self.step)
-            table = "\n\n".join(f"REF: {r}  \nHYP: {h}" for r, h in pairs[:5])
-            writer.add_text("dev/samples", table, self.step)
-            with torch.no_grad():
-                feats, frames = self.features(batch.audio[:1].to(self.device), batch.audio_lengths[:1].to(self.device))
-            image = feats[0, :, : int(frames[0])].flip(0)
-            image = (image - image.min()) / (image.max() - image.min() + 1e-9)
-            writer.add_image("train/log_mel", image[None].cpu(), self.step)
+        for c in self.callbacks:
+            c.on_evaluate(self, metrics, samples)
 
-    def plot_learning_curve(self) -> Path | None:
-        """Save the loss (and dev metrics) against steps as a PNG in the experiment folder."""
-        if not self.history["step"]:
-            return None
-        import matplotlib
+    def run(self, resume: bool = False, stop_after: int | None = None, progress: bool = True,
+            save_checkpoints: bool = True) -> Path | None:
+        """Train to ``max_steps`` (or ``stop_after`` more steps, or until a callback stops it),
+        checkpointing on the way. Returns the path of the last checkpoint."""
+        from tqdm import tqdm
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(self.history["step"], self.history["loss"], label="train loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("CTC loss")
-        ax.set_yscale("log")
-        if self.history["eval"]:
-            ax2 = ax.twinx()
-            for name in self.history["eval"][0]:
-                ax2.plot(self.history["eval_step"], [m[name] for m in self.history["eval"]], "o-", label=f"dev {name}")
-            ax2.set_ylabel("dev error rate")
-            ax2.legend(loc="upper center")
-        ax.legend(loc="upper right")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = self.exp_dir / "learning_curve.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        if resume and self.checkpoint_path.exists():
+            self.load_checkpoint()  # a resumed run keeps the length it had
+        print(f"training on {describe(self.device)}: optimizer {describe_optimizer(self.optimizer)}, "
+              f"precision {self.describe()['precision']}", flush=True)
+        self._bar = tqdm(total=self.config.max_steps, initial=self.step, desc="training", unit="step",
+                         disable=not progress, dynamic_ncols=True)
+        for c in self.callbacks:
+            c.on_train_start(self)
+        stop_at = None if stop_after is None else self.step + stop_after
+        losses: list[float] = []
+        batches = self.batches()
+        path = None
+        try:
+            while (self.step < self.config.max_steps and not self.should_stop
+                   and (stop_at is None or self.step < stop_at)):
+                for c in self.callbacks:
+                    c.on_step_start(self)
+                self.last_batch = next(batches)
+                loss, grad_norm = self.train_step(self.last_batch)
+                losses.append(loss)
+                self._bar.update(1)
+                for c in self.callbacks:
+                    c.on_step_end(self, loss, grad_norm)
+                last = self.step >= self.config.max_steps or self.should_stop or self.step == stop_at
+                if self.step % self.config.log_every == 0 or last:
+                    self._log(losses, grad_norm)
+                if self.config.eval_every and self.step % self.config.eval_every == 0 and not last:
+                    self._evaluate()
+                if save_checkpoints and self.step % self.config.checkpoint_every == 0 and not last:
+                    self.save_checkpoint()
+            if self.step >= self.config.max_steps and self.last_batch is not None:
+                self._evaluate()
+            if save_checkpoints:
+                path = self.save_checkpoint()
+        except KeyboardInterrupt:
+            self._bar.close()
+            path = self.save_checkpoint()
+            raise AsrError(f"interrupted at step {self.step}; resume with --resume (checkpoint {path})") from None
+        finally:
+            self._bar.close()
+            self._bar = None
+        for c in self.callbacks:
+            c.on_train_end(self)
         return path
+
+    def _log(self, losses: list[float], grad_norm: float) -> None:
+        if not losses:
+            return
+        lr = self.scheduler.get_last_lr()[0]
+        mean = sum(losses) / len(losses)
+        losses.clear()
+        self.history["step"].append(self.step)
+        self.history["loss"].append(mean)
+        self.history["lr"].append(lr)
+        self._bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}")
+        for c in self.callbacks:
+            c.on_log(self, {"loss": mean, "lr": lr, "grad_norm": grad_norm})
+
+
+class _CTCLoss:
+    """A picklable ``loss_fn(outputs, batch)`` for the Trainer."""
+
+    def __init__(self, blank: int) -> None:
+        self.blank = blank
+
+    def __call__(self, outputs, batch):
+        return ctc_loss(*outputs, batch, self.blank)
 
 
 def evaluate_ctc(trainer: Trainer, entries: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
     """Greedy WER/CER of the current model on ``entries``; used for dev monitoring."""
-    from asr.scoring import score
     from asr.inference import Recognizer, recognize_entries
+    from asr.scoring import score
 
     recognizer = Recognizer(trainer.model, trainer.features, trainer.tokenizer, trainer.device)
     hyps = recognize_entries(recognizer, entries, max_frames=trainer.config.max_frames)

@@ -46,9 +46,11 @@ def ctc_corpus(tmp_path):
     return make_ctc_corpus(tmp_path)
 
 
-def make_ctc_trainer(corpus, exp_dir, max_steps=8, transform=None, **overrides):
-    """A tiny CTC model (2 BiGRU layers of 16) and a ``Trainer`` over ``corpus``; ``overrides``
-    go to its ``TrainConfig``."""
+def make_ctc_trainer(corpus, exp_dir, max_steps=8, transform=None, callbacks=None, **overrides):
+    """A tiny CTC model (2 BiGRU layers of 16) and a ``Trainer`` over ``corpus``, with the standard
+    callbacks (time budget, TensorBoard, learning curve) unless ``callbacks`` says otherwise;
+    ``overrides`` go to its ``TrainConfig``."""
+    from asr import callbacks as hooks
     from asr.features import FeatureConfig, SpecAugmentConfig
     from asr.model import CTCModel, named_config
     from asr.text import CharTokenizer
@@ -60,8 +62,10 @@ def make_ctc_trainer(corpus, exp_dir, max_steps=8, transform=None, **overrides):
     config = TrainConfig(max_steps=max_steps, lr=3e-3, max_frames=1600, checkpoint_every=3, log_every=2,
                          specaugment=SpecAugmentConfig(freq_width=4, time_width=5, freq_warp=0.1), seed=7,
                          **overrides)
+    if callbacks is None:
+        callbacks = hooks.standard(config, exp_dir)
     return Trainer.for_ctc(model, CharTokenizer(), FeatureConfig(n_mels=20), corpus, config, exp_dir,
-                           dev_entries=corpus[:3], transform=transform)
+                           dev_entries=corpus[:3], transform=transform, callbacks=callbacks)
 
 
 @pytest.fixture

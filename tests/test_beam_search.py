@@ -251,7 +251,13 @@ def test_bad_options_and_files_are_one_line_errors(tmp_path):
 
 
 def test_options_round_trip_through_plain_data():
+    from asr.config import from_dict, to_dict
+
     options = DecodingOptions(decoder="beam", alpha=0.7, blank_penalty=1.5, hotwords=("kat",), lm_path="/x/lm.bin")
-    data = options.to_dict()
+    data = to_dict(options)
     assert data["hotwords"] == ["kat"]
-    assert DecodingOptions.from_dict({**data, "from_the_future": 1}) == options
+    assert from_dict(DecodingOptions, data) == options
+    with pytest.raises(AsrError, match="unknown key 'from_the_future'"):
+        from_dict(DecodingOptions, {**data, "from_the_future": 1})
+    with pytest.raises(AsrError, match="alpha: expected a number"):
+        from_dict(DecodingOptions, {**data, "alpha": "0.7"})

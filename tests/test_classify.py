@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +11,20 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr import checkpoint, cli
-from asr.classify import (MixupCollate, Report, adapt_batchnorm, balance_to_prior, classification_loss, classify,
-                          format_prediction, load_classifier, predict)
-from asr.data import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, ClassificationDataset, background_noise_files, collate,
-                      load_entry_audio, read_esc50, read_fsdd, read_label_folders, split_by_lists,
-                      to_twelve_classes, which_set)
+from asr import cli
+from asr.adaptation import adapt_batchnorm, balance_to_prior
+from asr.checkpoint import ModelFile
+from asr.classify import MixupCollate, classification_loss, load_body_weights
+from asr.config import from_dict, to_dict
+from asr.corpora import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, background_noise_files, read_esc50, read_fsdd,
+                         read_label_folders, split_by_lists, to_twelve_classes, which_set)
+from asr.data import ClassificationDataset, collate, load_entry_audio
 from asr.errors import AsrError
 from asr.features import FeatureConfig, FeatureExtractor
+from asr.inference import ClipClassifier, classify, format_prediction, load_classifier, predict
 from asr.model import (CLASSIFIER_KINDS, Classifier, ClassifierConfig, CTCModel, Ensemble, PoolingHead, build_model,
-                       config_from_checkpoint, count_parameters, load_encoder_weights, named_config)
+                       count_parameters, named_config)
+from asr.reports import Report
 
 
 def write_wav(path: Path, seconds: float = 1.0, rate: int = 16000, freq: float = 440.0, seed: int = 0) -> Path:
@@ -277,32 +281,34 @@ def test_adapt_batchnorm_re_estimates_the_statistics_on_the_given_clips(tmp_path
     torch.manual_seed(0)
     net = build_model(tiny_classifier("cnn2d"), members=2)
     features = FeatureExtractor(FeatureConfig(n_mels=16))
+    model = ClipClassifier(net, features, [str(i) for i in range(net.config.n_classes)], torch.device("cpu"))
     entries = [{"audio_filepath": str(write_wav(tmp_path / f"{i}.wav", 0.4 + 0.1 * i, freq=300 + 150 * i, seed=i)),
                 "duration": 0.4 + 0.1 * i} for i in range(4)]
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     seen = []  # what the first BatchNorm of the second member gets in a plain (eval) pass: one batch here
     hook = norms[len(norms) // 2].register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
-    before = predict(net, features, entries)
+    before = predict(model, entries)
     hook.remove()
     weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
 
-    assert adapt_batchnorm(net, features, entries) == len(norms) == 2 * 2
+    assert adapt_batchnorm(model, entries) == len(norms) == 2 * 2
     x = torch.cat(seen)
     first = norms[len(norms) // 2]
     assert torch.allclose(first.running_mean, x.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(first.running_var, x.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
     assert all(m.momentum == 0.1 and not m.training for m in norms) and not net.training
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())  # only the statistics moved
-    after = predict(net, features, entries)
+    after = predict(model, entries)
     assert not torch.allclose(before, after)
 
     stats = [m.running_mean.clone() for m in norms]
-    adapt_batchnorm(net, features, entries)  # from the clips alone, not from the statistics before
+    adapt_batchnorm(model, entries)  # from the clips alone, not from the statistics before
     assert all(torch.allclose(a, m.running_mean, atol=1e-6) for a, m in zip(stats, norms))
     with pytest.raises(AsrError, match="no BatchNorm layers"):
-        adapt_batchnorm(build_model(tiny_classifier("encoder")), features, entries)
+        adapt_batchnorm(ClipClassifier(build_model(tiny_classifier("encoder")), features, model.labels,
+                                       torch.device("cpu")), entries)
     with pytest.raises(AsrError, match="no clips"):
-        adapt_batchnorm(net, features, [])
+        adapt_batchnorm(model, [])
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
@@ -322,8 +328,7 @@ def test_pooling_head_ignores_padded_frames(pooling):
 
 def test_classifier_config_validation_and_round_trip():
     config = named_config("kws-encoder")
-    data = {"task": "classify", "model_config": asdict(config)}
-    again = config_from_checkpoint(data)
+    again = from_dict(ClassifierConfig, to_dict(config))
     assert again == config and again.encoder == named_config("small") and config.n_feats == config.encoder.n_mels
     assert count_parameters(build_model(named_config("kws-m5"))) == 559_116  # M5 as published: about 0.5 M
     for bad, match in [({"kind": "rnn"}, "unknown classifier kind"), ({"pooling": "max"}, "unknown pooling"),
@@ -331,15 +336,14 @@ def test_classifier_config_validation_and_round_trip():
                        ({"kind": "encoder", "n_feats": 40, "encoder": named_config("small", n_mels=80)}, "80 mels")]:
         with pytest.raises(ValueError, match=match):
             ClassifierConfig(**bad)
-    with pytest.raises(ValueError, match="unknown classifier config keys"):
-        ClassifierConfig.from_dict({"kind": "m5", "n_feats": 1, "layers": 3})
+    with pytest.raises(AsrError, match="unknown key 'layers'"):
+        from_dict(ClassifierConfig, {"kind": "m5", "n_feats": 1, "layers": 3})
 
 
 def save_ctc(path: Path, config) -> CTCModel:
     model = CTCModel(config)
-    checkpoint.save_atomic({"task": "ctc", "model_config": asdict(config), "model": model.state_dict(),
-                            "feature_config": asdict(FeatureConfig(n_mels=config.n_mels, hop_length=80)),
-                            "tokenizer": {"kind": "char"}}, path)
+    ModelFile("ctc", config, FeatureConfig(n_mels=config.n_mels, hop_length=80), model.state_dict(),
+              tokenizer={"kind": "char"}).save(path)
     return model
 
 
@@ -348,7 +352,7 @@ def test_encoder_weights_from_a_ctc_checkpoint(tmp_path):
     ctc = save_ctc(tmp_path / "asr.pt", tiny_encoder(n_classes=29))
     classifier = Classifier(tiny_classifier("encoder"))
     head_before = {k: v.clone() for k, v in classifier.head.state_dict().items()}
-    assert load_encoder_weights(classifier, tmp_path / "asr.pt") == len(ctc.encoder.state_dict())
+    assert load_body_weights(classifier, ModelFile.load(tmp_path / "asr.pt")) == len(ctc.encoder.state_dict())
     for name, weight in ctc.encoder.state_dict().items():
         assert torch.equal(classifier.encoder.state_dict()[name], weight), name
     assert all(torch.equal(v, head_before[k]) for k, v in classifier.head.state_dict().items())
@@ -356,12 +360,12 @@ def test_encoder_weights_from_a_ctc_checkpoint(tmp_path):
     save_ctc(tmp_path / "other.pt", tiny_encoder(rnn_dim=12))
     fit = r"does not fit.*proj.weight is \(12, 32\) there, \(8, 32\) here.*rnn_dim=12"
     with pytest.raises(AsrError, match=fit) as excinfo:
-        load_encoder_weights(Classifier(tiny_classifier("encoder")), tmp_path / "other.pt")
+        load_body_weights(Classifier(tiny_classifier("encoder")), ModelFile.load(tmp_path / "other.pt"))
     assert "\n" not in str(excinfo.value)
     with pytest.raises(AsrError, match="no ASR encoder"):
-        load_encoder_weights(Classifier(tiny_classifier("cnn2d")), tmp_path / "asr.pt")
-    with pytest.raises(AsrError, match="not a readable|no such model file"):
-        load_encoder_weights(classifier, tmp_path / "missing.pt")
+        load_body_weights(Classifier(tiny_classifier("cnn2d")), ModelFile.load(tmp_path / "asr.pt"))
+    with pytest.raises(AsrError, match="no such model file"):
+        ModelFile.load(tmp_path / "missing.pt")
 
 
 def test_recipe_model_from_an_asr_checkpoint_takes_its_front_end(tmp_path, capsys):
@@ -392,16 +396,15 @@ def test_recipe_model_from_another_classifier_takes_its_body_and_front_end(tmp_p
 
     torch.manual_seed(0)
     theirs = tiny_classifier("cnn2d", n_classes=3)
-    front_end = asdict(FeatureConfig(n_mels=16, f_max=4000.0, floor_db=45.0))
+    front_end = FeatureConfig(n_mels=16, f_max=4000.0, floor_db=45.0)
     members = Ensemble([Classifier(theirs), Classifier(theirs)])
-    for path, weights, extra in ((tmp_path / "one.pt", members.members[1].state_dict(), {}),
-                                 (tmp_path / "two.pt", members.state_dict(), {"members": 2})):
-        checkpoint.save_atomic({"task": "classify", "labels": ["yes", "no", "up"], "model_config": asdict(theirs),
-                                "feature_config": front_end, "model": weights, **extra}, path)
+    for path, weights, n in ((tmp_path / "one.pt", members.members[1].state_dict(), 1),
+                             (tmp_path / "two.pt", members.state_dict(), 2)):
+        ModelFile("classify", theirs, front_end, weights, labels=("yes", "no", "up"), members=n).save(path)
 
     section = ModelSection(kind="cnn2d", channels=(16, 32), init_from=str(tmp_path / "one.pt"), dropout=0.0)
     model, features = build_classifier(section, FeatureConfig(n_mels=40), n_classes=10)
-    assert asdict(features) == front_end
+    assert features == front_end
     assert (model.config.channels, model.config.n_feats, model.config.n_classes) == ((4, 8), 16, 10)
     assert all(torch.equal(model.encoder.state_dict()[k], v)
                for k, v in members.members[1].encoder.state_dict().items())
@@ -422,10 +425,10 @@ def test_recipe_model_from_another_classifier_takes_its_body_and_front_end(tmp_p
         build_classifier(replace(section, kind="m5"), FeatureConfig(), 10)
     assert "\n" not in str(excinfo.value)
     with pytest.raises(AsrError, match="its weights cannot start a 'encoder' one"):
-        load_encoder_weights(Classifier(tiny_classifier("encoder")), tmp_path / "one.pt")
+        load_body_weights(Classifier(tiny_classifier("encoder")), ModelFile.load(tmp_path / "one.pt"))
     smaller = ClassifierConfig(kind="cnn2d", n_classes=3, n_feats=16, channels=(2, 8), dropout=0.0)
     with pytest.raises(AsrError, match=r"does not fit.*blocks.0.0.weight is \(4, 1, 3, 3\) there.*channels="):
-        load_encoder_weights(Classifier(smaller), tmp_path / "one.pt")
+        load_body_weights(Classifier(smaller), ModelFile.load(tmp_path / "one.pt"))
 
 
 # --------------------------------------------------------------------------- reports
@@ -443,7 +446,7 @@ def test_report_counts_pairs_and_plot(tmp_path):
     assert "tree -> three: 2 (50.0% of tree)" in text and "three -> tree: 1 (33.3% of three)" in text
     rows = {r["label"]: r for r in report.per_class()}
     assert rows["tree"]["recall"] == 0.5 and rows["three"]["precision"] == pytest.approx(0.5)
-    from asr.classify import write_report
+    from asr.reports import write_report
 
     out = write_report(report, tmp_path / "res", "test")
     png = out / "confusion.png"
@@ -457,8 +460,7 @@ def save_classifier(path: Path, labels=("yes", "no", "up")) -> Path:
     torch.manual_seed(0)
     config = ClassifierConfig(kind="cnn2d", n_classes=len(labels), n_feats=16, channels=(4, 8), dropout=0.0)
     model = Classifier(config)
-    checkpoint.save_atomic({"task": "classify", "labels": list(labels), "model_config": asdict(config),
-                            "feature_config": asdict(FeatureConfig(n_mels=16)), "model": model.state_dict()}, path)
+    ModelFile("classify", config, FeatureConfig(n_mels=16), model.state_dict(), labels=tuple(labels)).save(path)
     return path
 
 
@@ -509,7 +511,7 @@ def test_cli_classify_bad_files(tmp_path, capsys):
     ctc = tmp_path / "asr.pt"
     save_ctc(ctc, tiny_encoder())
     for model_arg, match in [(ctc, "not a classifier"), (tmp_path / "nope.pt", "no such model file"),
-                             (tmp_path / "junk.wav", "not a readable asr checkpoint")]:
+                             (tmp_path / "junk.wav", "not a readable asr model file")]:
         assert cli.main(["classify", str(good), "--model", str(model_arg)]) == 1
         err = capsys.readouterr().err
         assert match in err and err.count("\n") == 1 and "Traceback" not in err

@@ -15,10 +15,14 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint, cli
-from asr.classify import load_classifier, make_trainer, read_task, self_train
-from asr.data import DIGITS, load_entry_audio
+from asr.adaptation import self_train
+from asr.checkpoint import ModelFile
+from asr.classify import make_trainer
+from asr.corpora import DIGITS
+from asr.data import load_entry_audio, read_task
+from asr.inference import load_classifier
 from asr.errors import AsrError
-from asr.model import Ensemble, count_parameters
+from asr.model import Ensemble, count_parameters, named_config
 from asr.recipes import esc50, fsdd, speech_commands
 from test_download import serve, server, sha256  # noqa: F401  (the Range-capable loopback server fixture)
 
@@ -259,14 +263,14 @@ def test_fsdd_train_resume_is_exact_and_evaluate_writes_reports(tmp_path):
     assert fsdd.main(["prepare", "--config", config]) == 0
     cfg = fsdd.make_config(config, "train")
     labels, splits, noise = read_task(cfg.exp)
-    trainer = make_trainer(cfg, labels, splits["train"], noise, cfg.exp, verbose=False)
+    trainer = make_trainer(cfg, labels, splits["train"], noise, cfg.exp, dev=splits["dev"], verbose=False)
     trainer.run(stop_after=4, progress=False)  # an interrupted run: 4 of 8 steps
     fsdd.train(cfg, resume=True, progress=False)
-    a = checkpoint.load(straight / "checkpoints" / "last.pt")
-    b = checkpoint.load(halves / "checkpoints" / "last.pt")
-    assert a["step"] == b["step"] == 8
-    for name, weight in a["model"].items():
-        assert torch.equal(weight, b["model"][name]), name
+    (a, a_state), (b, b_state) = (checkpoint.load_training(exp / "checkpoints" / "last.pt")
+                                  for exp in (straight, halves))
+    assert a_state.step == b_state.step == 8
+    for name, weight in a.weights.items():
+        assert torch.equal(weight, b.weights[name]), name
 
     assert fsdd.main(["evaluate", "--config", config, "--no-progress"]) == 0
     for split in ("dev", "test"):
@@ -300,9 +304,12 @@ def test_fsdd_ensemble_trains_seeded_members_and_averages_them(tmp_path, capsys)
     mean = torch.stack([m.log_probs(audio, lengths).exp() for m in members]).mean(0)
     assert torch.allclose(ensemble.log_probs(audio, lengths).exp(), mean, atol=1e-5)
 
-    steps = [checkpoint.load(exp / "members" / str(i) / "checkpoints" / "last.pt")["step"] for i in range(2)]
+    def steps():
+        return [checkpoint.load_training(exp / "members" / str(i) / "checkpoints" / "last.pt")[1].step for i in range(2)]
+
+    before = steps()
     assert fsdd.main(["train", "--config", config, "--resume", "--no-progress"]) == 0  # finished: nothing to add
-    assert [checkpoint.load(exp / "members" / str(i) / "checkpoints" / "last.pt")["step"] for i in range(2)] == steps
+    assert steps() == before
     stored = (exp / "model.pt").read_bytes()
     capsys.readouterr()
     assert fsdd.main(["evaluate", "--config", config, "--no-progress"]) == 0
@@ -468,7 +475,7 @@ def test_committed_compare_config_pits_the_asr_encoder_against_every_baseline():
     demo = speech_commands.make_config(str(recipe_config_path("speech_commands", "demo")), "demo")
     assert sorted(config.compare.kinds) == ["cnn2d", "complex_cnn", "encoder", "m5"]
     assert config.compare.init_from == "exp/demo/model.pt"
-    assert config.model.encoder_name == "small" and not config.model.encoder
+    assert config.model.encoder_name == "small" and config.model.encoder == named_config("small")
     assert config.features.n_mels == named_config("small").n_mels
     assert config.synth == demo.synth  # the demo's corpus, shared through data.root
     assert (config.exp / config.data.root).resolve() == (demo.exp / demo.data.root).resolve()

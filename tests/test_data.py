@@ -4,8 +4,8 @@ import pytest
 import soundfile as sf
 import numpy as np
 
-from asr.data import (BucketingBatchSampler, SpeechDataset, collate, read_librispeech, read_ljspeech,
-                      read_manifest, write_manifest)
+from asr.corpora import read_librispeech, read_ljspeech
+from asr.data import BucketingBatchSampler, SpeechDataset, collate, read_manifest, write_manifest
 from asr.errors import AsrError
 from asr.text import CharTokenizer
 

@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from test_model import bigru_both_paths
-from test_training import corpus, make_trainer  # noqa: F401
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_autocast_training_steps(corpus, tmp_path, precision):  # noqa: F811
-    trainer = make_trainer(corpus, tmp_path, max_steps=4, precision=precision, device="cuda")
+def test_autocast_training_steps(ctc_corpus, tmp_path, precision, ctc_trainer):
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=4, precision=precision, device="cuda")
     assert trainer.device.type == "cuda"
     trainer.run(progress=False)
     assert trainer.step == 4

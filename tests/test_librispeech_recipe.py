@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asr import checkpoint
+from asr.checkpoint import ModelFile
 from asr.recipes.librispeech import main
 from test_download import serve, server, sha256  # noqa: F401  (Range-capable loopback server fixture)
 
@@ -130,10 +130,10 @@ def test_demo_end_to_end_on_a_tiny_corpus(tmp_path, shared_data, need_espeak, ca
     assert proc.returncode == 0, proc.stderr
     assert '"words"' in proc.stdout
     # training again from the same config gives the same model, whatever the RNG held before
-    first = checkpoint.load(exp / "model.pt")["model"]
+    first = ModelFile.load(exp / "model.pt").weights
     torch.rand(1000)
     assert main(["train", "--config", str(config), "--exp-dir", str(exp), "--no-progress"]) == 0
-    again = checkpoint.load(exp / "model.pt")["model"]
+    again = ModelFile.load(exp / "model.pt").weights
     assert all(torch.equal(first[name], again[name]) for name in first)
 
 
@@ -180,10 +180,10 @@ def test_run_sh_runs_the_chosen_stages_in_order(tmp_path):
 
 
 def test_demo_budget_takes_what_synthesis_left(capsys):
-    from asr.recipes.librispeech import RecipeConfig, fit_demo_budget
+    from asr.recipes.librispeech import LibriSpeechConfig, fit_demo_budget
     from asr.training import TrainConfig
 
-    config = RecipeConfig(train=TrainConfig(time_budget_minutes=22), demo_minutes=28, demo_reserve_minutes=3)
+    config = LibriSpeechConfig(train=TrainConfig(time_budget_minutes=22), demo_minutes=28, demo_reserve_minutes=3)
     assert fit_demo_budget(config, 2.0) is config  # 23 min left: the training budget stands
     slow = fit_demo_budget(config, 6.0)
     assert slow.train.time_budget_minutes == 19.0 and slow.train.lr == config.train.lr

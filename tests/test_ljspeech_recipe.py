@@ -106,7 +106,7 @@ def test_demo_on_a_tiny_config(tmp_path, shared_data, need_espeak, need_kenlm, c
     for path, kind in ((char, "char"), (sub, "sentencepiece")):
         model = load_model(path)
         assert model.tokenizer.kind == kind
-        assert model.extra["decoding"]["decoder"] == "beam"
+        assert model.decoding.decoder == "beam"
         assert (path.parent / "decoding.json").is_file()
     assert "starting from" in out and str(exp / "char" / "pretrain" / "model.pt") in out
 

@@ -5,7 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,9 @@ import soundfile as sf
 import torch
 
 from asr import checkpoint
-from asr.decoding import DecodingOptions
+from asr.checkpoint import ModelFile
 from asr.errors import AsrError
+from asr.experiment import DecodingConfig, LMConfig, SubsetsConfig, SubwordConfig, load_initial_weights
 from asr.features import FeatureConfig
 from asr.inference import load_model
 from asr.lm import kenlm_programs_built, load_unigrams
@@ -44,9 +45,7 @@ def tiny_model(path):
     model = CTCModel(config)
     with torch.no_grad():
         model.classifier[-1].bias[tok.symbols.index("a")] = 5.0
-    checkpoint.save_atomic({"task": "ctc", "model_config": asdict(config), "tokenizer": tok.to_dict(),
-                            "feature_config": asdict(FeatureConfig(n_mels=20)), "model": model.state_dict()}, path)
-    return path
+    return ModelFile("ctc", config, FeatureConfig(n_mels=20), model.state_dict(), tokenizer=tok.to_dict()).save(path)
 
 
 @pytest.fixture
@@ -65,12 +64,12 @@ def experiment(tmp_path):
     write_manifest(entries[:3], exp / "manifests" / "dev.jsonl")
     write_manifest(entries[1:], exp / "manifests" / "test.jsonl")
     (tmp_path / "text.txt").write_text(TEXT)
-    config = librispeech.RecipeConfig(
-        exp_dir=str(exp), data=librispeech.DataConfig(train=("dev",), dev=("dev",), test=("test",)),
-        lm=librispeech.LMConfig(text=str(tmp_path / "text.txt"), order=3, memory="50M"),
-        decoding=librispeech.DecodingConfig(beam_width=8, alphas=(0.5, 1.0), betas=(0.0, 2.0),
-                                                blank_penalties=(0.0, 1.5), processes=2),
-        subwords=librispeech.SubwordConfig(vocab_size=24, model_type="bpe"))
+    config = librispeech.LibriSpeechConfig(
+        exp_dir=str(exp), data=SubsetsConfig(train=("dev",), dev=("dev",), test=("test",)),
+        lm=LMConfig(text=str(tmp_path / "text.txt"), order=3, memory="50M"),
+        decoding=DecodingConfig(beam_width=8, alphas=(0.5, 1.0), betas=(0.0, 2.0),
+                                blank_penalties=(0.0, 1.5), processes=2),
+        subwords=SubwordConfig(vocab_size=24, model_type="bpe"))
     return config
 
 
@@ -117,8 +116,10 @@ def test_tune_writes_decoding_json_and_the_model_picks_it_up(experiment, tmp_pat
     assert {float(line.split()[2]) for line in grid[1:]} == {0.0, 1.5}
     assert sum("<- best" in line for line in grid) == 1
     model = load_model(exp / "model.pt")
-    options = DecodingOptions.from_dict(model.extra["decoding"])
+    options = model.decoding
     assert options.decoder == "beam" and options.lm_path == str((exp / "lm" / "lm.bin").resolve())
+    stored = checkpoint.load(exp / "model.pt")["decoding"]  # on disk, relative to the model file
+    assert stored["lm_path"] == "lm/lm.bin" and stored["unigrams_path"] == "lm/unigrams.txt"
     assert (options.alpha, options.beta, options.blank_penalty) == (best.alpha, best.beta, best.blank_penalty)
 
     # a second run keeps the result
@@ -175,8 +176,8 @@ def test_beam_without_lm_from_the_cli(tmp_path):
 def test_tokenizer_stage_and_training_with_subwords(experiment, tmp_path):
     config = replace(experiment, tokenizer="sentencepiece", model_name="small",
                      features=FeatureConfig(n_mels=20),
-                     model={"cnn_channels": 4, "n_res_blocks": 1, "rnn_dim": 8, "n_rnn_layers": 1,
-                            "classifier_dim": 8},
+                     model=named_config("small", cnn_channels=4, n_res_blocks=1, rnn_dim=8, n_rnn_layers=1,
+                                        classifier_dim=8),
                      train=replace(experiment.train, max_steps=1, max_frames=1000, checkpoint_every=1,
                                    eval_every=0, log_every=1))
     path = librispeech.tokenizer(config)
@@ -197,9 +198,9 @@ def test_initial_weights_skip_layers_of_another_shape(tmp_path):
     config = named_config("small", n_mels=20, cnn_channels=4, n_res_blocks=1, rnn_dim=8, n_rnn_layers=1,
                           classifier_dim=8, n_classes=40)
     model = CTCModel(config)
-    said = librispeech.load_initial_weights(model, source)
+    said = load_initial_weights(model, source)
     assert "classifier.3.weight" in said
-    theirs, own = checkpoint.load(source)["model"], model.state_dict()
+    theirs, own = ModelFile.load(source).weights, model.state_dict()
     same = [k for k in own if own[k].shape == theirs[k].shape]
     assert len(same) == len(own) - 2  # all but the output layer's weight and bias
     assert all(torch.equal(own[k], theirs[k]) for k in same)

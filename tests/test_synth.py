@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 
 from asr.errors import AsrError
-from asr.synth import (DEFAULT_ENGINES, ENGINES, NOISES, VOICES, Voice, available_voices, make_librispeech_corpus,
-                       make_noise, make_speech_commands_corpus, speaker_hash, synthesize)
+from asr.augment import NOISES, make_noise
+from asr.recipes.synth import make_librispeech_corpus, make_speech_commands_corpus, speaker_hash
+from asr.recipes.tts import DEFAULT_ENGINES, ENGINES, VOICES, Voice, available_voices, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None

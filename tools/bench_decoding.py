@@ -49,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from asr.data import read_ljspeech
+    from asr.corpora import read_ljspeech
     from asr.decoding import DecodingOptions, make_decoder
     from asr.errors import AsrError
-    from asr.inference import decode_batches, iter_log_probs, load_model
+    from asr.inference import decode_batches, iter_log_probs, load_recognizer
     from asr.recipes import shared_data
     from asr.scoring import score
 
     torch.set_num_threads(args.threads)
     try:
-        model = load_model(args.model)
-        tuned = DecodingOptions.from_dict(model.extra.get("decoding") or {})
+        model = load_recognizer(args.model)
+        tuned = model.decoding
         lm_path = args.lm
         if lm_path is None:
             from asr.lm import build_lm

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asr.errors import AsrError  # noqa: E402
-from asr.synth import (BALANCES, Voice, available_voices, make_librispeech_corpus,  # noqa: E402
-                       make_speech_commands_corpus, VOICES)
+from asr.recipes.synth import BALANCES, make_librispeech_corpus, make_speech_commands_corpus  # noqa: E402
+from asr.recipes.tts import VOICES, Voice, available_voices  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
 
 DEV_VOICES = ("espeak-ng:en-029+Annie", "espeak-ng:en-gb-x-rp+m4", "espeak-ng:en-us-nyc+linda")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,31 +35,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="voice_cer.txt", help="write the table here too")
     args = parser.parse_args(argv)
 
-    from asr.data import read_librispeech
+    from asr.corpora import read_librispeech
     from asr.decoding import DecodingOptions, make_decoder
     from asr.errors import AsrError
-    from asr.inference import decode_batches, iter_log_probs, load_model
-    from asr.recipes.librispeech import make_config, split_sentences
+    from asr.inference import decode_batches, iter_log_probs, load_recognizer
+    from asr.recipes.librispeech import lj_text, make_config
+    from asr.recipes.synth import make_librispeech_corpus, split_sentences
+    from asr.recipes.tts import Voice
     from asr.scoring import score
-    from asr.synth import Voice, make_librispeech_corpus
 
     try:
         config = make_config(args.config, "demo")
         voices = [Voice.parse(v) for v in args.voices]
-        sentences = split_sentences(config.synth)["test-synth"][: args.sentences]
-        model = load_model(args.model)
+        text = Path(config.synth.text) if config.synth.text else lj_text()
+        sentences = split_sentences(config.synth, text)["test-synth"][: args.sentences]
+        model = load_recognizer(args.model)
         folders = {v.id: f"voice-{i}" for i, v in enumerate(voices)}
         corpus = make_librispeech_corpus(Path(args.work), {folders[v.id]: sentences for v in voices},
                                          {folders[v.id]: [v] for v in voices}, seed=args.seed,
                                          rate_range=config.synth.rate_range, pitch_range=config.synth.pitch_range,
-                                         workers=config.synth.worker_count, progress=False)
+                                         workers=config.synth.workers or os.cpu_count() or 1, progress=False)
     except AsrError as exc:
         print(f"voice_cer: error: {exc}", file=sys.stderr)
         return 1
     held_out = set(config.synth.dev_voices) | set(config.synth.test_voices)
     options = {"greedy": DecodingOptions()}
-    if model.extra.get("decoding"):
-        options["beam+LM"] = replace(DecodingOptions.from_dict(model.extra["decoding"]), processes=2)
+    if model.decoding.lm_path:
+        options["beam+LM"] = replace(model.decoding, processes=2)
     lines = [f"model: {args.model}; {len(sentences)} test sentences per voice (CER %, WER % in brackets)", "",
              f"{'voice':<26} {'in the demo':<12} " + " ".join(f"{name:>16}" for name in options)]
     with contextlib.ExitStack() as stack:  # one decoder (and beam-search pool) for every voice

@@ -44,10 +44,10 @@ def train_once(model_path: Path, train: Callable[[], object], resume: bool) -> N
 def print_finish(started: float, model_path: Path, try_command: str) -> None:
     """A demo's closing lines: its duration, the machine and set-up that trained its model, the
     model file and a command to try."""
-    from asr import checkpoint
+    from asr.checkpoint import ModelFile
 
     print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
-    trained = checkpoint.load(model_path).get("provenance")
+    trained = ModelFile.load(model_path).provenance
     if trained:
         print(f"trained on: {trained['machine']}; optimizer {trained['optimizer']}, precision {trained['precision']}, "
               f"{trained['steps']:,} steps")
@@ -57,11 +57,14 @@ def print_finish(started: float, model_path: Path, try_command: str) -> None:
 
 def run_stages(description: str, stages: dict[str, Callable], make_config: Callable[[str | None, str], object],
                argv: list[str] | None = None) -> int:
-    """Parse ``STAGE [--config FILE] [--exp-dir DIR] [--resume]`` and run the stage.
+    """Parse ``STAGE [--config FILE] [--exp-dir DIR] [--resume] [--no-progress]`` and run the stage.
 
-    ``make_config(config_path_or_None, stage)`` builds the stage's config.
-    Bad input ends with one line on stderr and exit status 1.
+    ``make_config(config_path_or_None, stage)`` builds the stage's config. A stage is called
+    with the config and those of ``resume`` and ``progress`` that it takes; ``--resume`` for a
+    stage that does not train is an error. Bad input ends with one line on stderr and exit status 1.
     """
+    import inspect
+
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # python -m asr.recipes.<name>
     prog = f"python -m {spec.name}" if spec and spec.name.startswith("asr.recipes.") else None
     parser = ArgumentParser(prog=prog, description=description)
@@ -77,7 +80,12 @@ def run_stages(description: str, stages: dict[str, Callable], make_config: Calla
             import dataclasses
 
             config = dataclasses.replace(config, exp_dir=args.exp_dir)
-        stages[args.stage](config, resume=args.resume, progress=not args.no_progress)
+        stage = stages[args.stage]
+        takes = inspect.signature(stage).parameters
+        if args.resume and "resume" not in takes:
+            raise AsrError(f"the {args.stage} stage does not train: --resume does not apply")
+        options = {"resume": args.resume, "progress": not args.no_progress}
+        stage(config, **{k: v for k, v in options.items() if k in takes})
     except AsrError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

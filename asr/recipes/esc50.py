@@ -24,15 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from asr import classify
-from asr.classify import ClassifyConfig, Report
+from asr.classify import ClassifyConfig
+from asr.reports import Report, write_report
 from asr.config import load_config
-from asr.data import read_esc50
+from asr.corpora import read_esc50
+from asr.data import describe_splits, write_task
+from asr.download import DownloadConfig
 from asr.errors import AsrError
 from asr.recipes import recipe_config_path, run_stages
 
 
 @dataclass
-class DataConfig:
+class ESC50Data:
     root: str = "data"  # holds ESC-50-master/ (and downloads/); relative paths are under exp_dir
     folds: tuple[int, ...] = (1, 2, 3, 4, 5)  # the test folds to run
     esc10: bool = False  # the ESC-10 subset (10 classes) instead of all 50
@@ -41,15 +44,9 @@ class DataConfig:
 
 
 @dataclass
-class DownloadConfig:
-    mirror: str = ""  # another host (or local folder) holding master.zip
-    checksums: str = ""  # sha256sum-style file; the GitHub snapshot has no published digest
-
-
-@dataclass
-class RecipeConfig(ClassifyConfig):
+class ESC50Config(ClassifyConfig):
     exp_dir: str = "exp/esc50"
-    data: DataConfig = field(default_factory=DataConfig)
+    data: ESC50Data = field(default_factory=ESC50Data)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
     @property
@@ -57,24 +54,24 @@ class RecipeConfig(ClassifyConfig):
         root = Path(self.data.root)
         return (root if root.is_absolute() else self.exp / root) / "ESC-50-master"
 
-    def fold(self, k: int) -> "RecipeConfig":
+    def fold(self, k: int) -> "ESC50Config":
         """The config of the experiment that tests on fold ``k``."""
         return replace(self, exp_dir=str(self.exp / f"fold{k}"))
 
 
-def make_config(path: str | None, stage: str) -> RecipeConfig:
+def make_config(path: str | None, stage: str) -> ESC50Config:
     default = recipe_config_path("esc50", "config")
-    return load_config(RecipeConfig(), path or (default if default.exists() else None))
+    return load_config(ESC50Config(), path or (default if default.exists() else None))
 
 
-def _folds(config: RecipeConfig) -> tuple[int, ...]:
+def _folds(config: ESC50Config) -> tuple[int, ...]:
     bad = [k for k in config.data.folds if k not in (1, 2, 3, 4, 5)]
     if bad or not config.data.folds:
         raise AsrError(f"data.folds must name folds 1-5, got {list(config.data.folds)}")
     return tuple(config.data.folds)
 
 
-def download(config: RecipeConfig, progress: bool = True, **_) -> None:
+def download(config: ESC50Config, progress: bool = True) -> None:
     """Fetch the ESC-50 repository snapshot (master.zip) and unpack it."""
     from asr.download import ESC50, fetch
 
@@ -88,7 +85,7 @@ def download(config: RecipeConfig, progress: bool = True, **_) -> None:
     print(f"ESC-50: extracted to {config.corpus}")
 
 
-def prepare(config: RecipeConfig, **_) -> None:
+def prepare(config: ESC50Config) -> None:
     """For each test fold: train/dev/test manifests under ``<exp>/fold<k>/``."""
     entries = read_esc50(config.corpus)
     if config.data.esc10:
@@ -102,11 +99,11 @@ def prepare(config: RecipeConfig, **_) -> None:
         splits = {"train": [e for e in rest if e["speaker"] not in held],
                   "dev": [e for e in rest if e["speaker"] in held],
                   "test": [e for e in entries if e["fold"] == k]}
-        classify.write_task(config.fold(k).exp, labels, splits)
-        print(f"fold {k}: {classify.describe_splits(labels, splits)}")
+        write_task(config.fold(k).exp, labels, splits)
+        print(f"fold {k}: {describe_splits(labels, splits)}")
 
 
-def train(config: RecipeConfig, resume: bool = False, progress: bool = True) -> list[dict]:
+def train(config: ESC50Config, resume: bool = False, progress: bool = True) -> list[dict]:
     results = []
     for k in _folds(config):
         print(f"=== test fold {k}")
@@ -114,18 +111,18 @@ def train(config: RecipeConfig, resume: bool = False, progress: bool = True) -> 
     return results
 
 
-def lr_find(config: RecipeConfig, progress: bool = True, **_) -> dict:
+def lr_find(config: ESC50Config, progress: bool = True) -> dict:
     """The range test on the training set of the first test fold."""
     return classify.lr_find_stage(config.fold(_folds(config)[0]), progress=progress)
 
 
-def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict[int, Report]:
+def evaluate(config: ESC50Config, progress: bool = True) -> dict[int, Report]:
     """Per-fold reports, and the pooled cross-validation report in ``<exp>/results/cv/``."""
     reports = {k: classify.evaluate_stage(config.fold(k), progress=progress, sets=("test",))["test"]
                for k in _folds(config)}
     first = next(iter(reports.values()))
     pooled = Report(first.labels, np.sum([r.confusion for r in reports.values()], axis=0))
-    folder = classify.write_report(pooled, config.exp / "results" / "cv", "cross-validation")
+    folder = write_report(pooled, config.exp / "results" / "cv", "cross-validation")
     accuracies = [r.accuracy for r in reports.values()]
     spread = f" +- {100 * statistics.stdev(accuracies):.2f}" if len(accuracies) > 1 else ""
     lines = [f"fold {k}: {100 * r.accuracy:.2f}%" for k, r in reports.items()]

@@ -33,15 +33,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from asr import classify
+from asr.adaptation import self_train
 from asr.classify import ClassifyConfig
+from asr.inference import load_classifier
 from asr.config import load_config
-from asr.data import DIGITS, read_fsdd
+from asr.corpora import DIGITS, read_fsdd
+from asr.data import describe_splits, read_task, write_task
 from asr.errors import AsrError
 from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data, train_once
 
 
 @dataclass
-class DataConfig:
+class FSDDData:
     recordings: str = ""  # FSDD's recordings/ folder; default: the shared data's fsdd/recordings
     test_speaker: str = "george"  # held out for testing
     dev_speaker: str = ""  # "": train on every other speaker and validate (early stopping) on their clips
@@ -50,40 +53,41 @@ class DataConfig:
 
 
 @dataclass
-class SynthConfig:
+class DigitSynthConfig:
     """Extra training speakers: the digits spoken by the TTS voices, written in the FSDD layout."""
 
     per_voice: int = 0  # clips per digit and voice; 0 = train on the real speakers only
-    voices: tuple[str, ...] = ()  # default: every installed voice of asr.synth.DEFAULT_ENGINES (espeak-ng, flite)
+    voices: tuple[str, ...] = ()  # default: every installed voice of asr.recipes.tts.DEFAULT_ENGINES (espeak-ng, flite)
     rate_range: tuple[float, float] = (0.8, 1.25)
     pitch_range: tuple[float, float] = (0.8, 1.25)
     seed: int = 0
 
 
 @dataclass
-class RecipeConfig(ClassifyConfig):
+class FSDDConfig(ClassifyConfig):
     exp_dir: str = "exp/fsdd"
-    data: DataConfig = field(default_factory=DataConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
+    data: FSDDData = field(default_factory=FSDDData)
+    synth: DigitSynthConfig = field(default_factory=DigitSynthConfig)
 
     @property
     def tts_dir(self) -> Path:
         return self.exp / "data" / "tts_digits"
 
 
-def make_config(path: str | None, stage: str) -> RecipeConfig:
+def make_config(path: str | None, stage: str) -> FSDDConfig:
     default = recipe_config_path("fsdd", "config")
-    return load_config(RecipeConfig(), path or (default if default.exists() else None))
+    return load_config(FSDDConfig(), path or (default if default.exists() else None))
 
 
-def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
+def synthesize(config: FSDDConfig, progress: bool = True) -> None:
     """Speak every digit ``synth.per_voice`` times with each TTS voice, at a seeded random rate
     and pitch, into ``<exp>/data/tts_digits/{digit}_{voice hash}_{n}.wav`` (8 kHz, as FSDD)."""
     import numpy as np
     import soundfile as sf
     from tqdm import tqdm
 
-    from asr.synth import Voice, available_voices, speaker_hash, synthesize as speak
+    from asr.recipes.synth import speaker_hash
+    from asr.recipes.tts import Voice, available_voices, synthesize as speak
 
     s = config.synth
     if s.per_voice < 1:
@@ -113,7 +117,7 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
     print(f"{len(jobs)} TTS digit clips ({len(voices)} voices) in {out}")
 
 
-def prepare(config: RecipeConfig, progress: bool = True, **_) -> None:
+def prepare(config: FSDDConfig, progress: bool = True) -> None:
     """Manifests for a speaker-independent split: train, dev (one speaker), test (another)."""
     root = Path(config.data.recordings) if config.data.recordings else shared_data("fsdd", "recordings")
     entries = read_fsdd(root)
@@ -138,51 +142,51 @@ def prepare(config: RecipeConfig, progress: bool = True, **_) -> None:
         tts = read_fsdd(config.tts_dir)
         splits["train"] += tts
         held += f"; plus {len(tts)} TTS clips of {len({e['speaker'] for e in tts})} voices"
-    classify.write_task(config.exp, list(DIGITS), splits)
+    write_task(config.exp, list(DIGITS), splits)
     print(f"FSDD from {root}: train speakers {', '.join(train_speakers)} ({held}); test speaker {test}; "
-          + classify.describe_splits(list(DIGITS), splits))
+          + describe_splits(list(DIGITS), splits))
 
 
-def train(config: RecipeConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(config: FSDDConfig, resume: bool = False, progress: bool = True) -> dict:
     return classify.train_stage(config, resume=resume, progress=progress)
 
 
-def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict:
+def evaluate(config: FSDDConfig, progress: bool = True) -> dict:
     return classify.evaluate_stage(config, progress=progress, sets=("dev", "test"))
 
 
-def enrolment_split(config: RecipeConfig, test: list[dict]) -> tuple[list[dict], list[dict]]:
+def enrolment_split(config: FSDDConfig, test: list[dict]) -> tuple[list[dict], list[dict]]:
     """The test speaker's clips that adapt (index >= data.enrol_from) and those that score."""
     return ([e for e in test if e["index"] >= config.data.enrol_from],
             [e for e in test if e["index"] < config.data.enrol_from])
 
 
-def adapt(config: RecipeConfig, progress: bool = True, **_) -> dict:
+def adapt(config: FSDDConfig, progress: bool = True) -> dict:
     """Unsupervised enrolment of the held-out speaker: self-training (``[self_train]``) on the
     speaker's clips numbered ``data.enrol_from`` and above, unlabelled; the trained and the adapted
     models are scored on the speaker's other clips."""
-    labels, splits, noise = classify.read_task(config.exp)
+    labels, splits, noise = read_task(config.exp)
     enrol, held = enrolment_split(config, splits.get("test") or [])
     if not enrol or not held:
         raise AsrError(f"data.enrol_from = {config.data.enrol_from} leaves the test speaker no clips to "
                        f"{'adapt on' if not enrol else 'score'} ({len(enrol) + len(held)} clips)")
     cut = config.data.enrol_from
     out = config.exp / "self_train"
-    path = classify.self_train(config, config.exp / "model.pt", labels, splits["train"], noise, enrol, out, progress)
+    path = self_train(config, config.exp / "model.pt", labels, splits["train"], noise, enrol, out, progress)
     title = f"{config.data.test_speaker}'s clips 0-{cut - 1}"
-    reports = {"before": classify.score_set(classify.load_classifier(config.exp / "model.pt"), held,
+    reports = {"before": classify.score_set(load_classifier(config.exp / "model.pt"), held,
                                             f"{title}, as trained", out / "results" / "before", progress),
-               "after": classify.score_set(classify.load_classifier(path), held,
+               "after": classify.score_set(load_classifier(path), held,
                                            f"{title}, self-trained on the other {len(enrol)}", out / "results" / "after",
                                            progress)}
     return {**reports, "enrolled": len(enrol), "model": path}
 
 
-def lr_find(config: RecipeConfig, progress: bool = True, **_) -> dict:
+def lr_find(config: FSDDConfig, progress: bool = True) -> dict:
     return classify.lr_find_stage(config, progress=progress)
 
 
-def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> None:
+def demo(config: FSDDConfig, resume: bool = False, progress: bool = True) -> None:
     started = time.perf_counter()
     prepare(config, progress=progress)
     model_path = config.exp / "model.pt"
@@ -194,7 +198,7 @@ def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> N
     if "test-adapted" in reports:
         print(f"  {100 * reports['test-adapted'].accuracy:.2f}% with the BatchNorm statistics re-estimated on "
               f"the speaker's {test.total} clips, unlabelled (adapt_batchnorm)")
-    enrol, held = enrolment_split(config, classify.read_task(config.exp)[1]["test"])
+    enrol, held = enrolment_split(config, read_task(config.exp)[1]["test"])
     if config.self_train.rounds and not (enrol and held):
         print(f"  (adapt skipped: data.enrol_from = {config.data.enrol_from} leaves the speaker "
               f"{len(enrol)} clips to adapt on and {len(held)} to score)")

@@ -20,10 +20,10 @@ restartable, and finished work is skipped):
     evaluate    WER and CER on lj-test: greedy, beam without LM, beam with LM, beam with LM and subwords
     demo        all of the above
 
-The synthesis, manifests, LM, tokenizer, training and tuning are the LibriSpeech
-recipe's (``asr.recipes.librispeech``); this recipe adds the real-speech splits,
-fine-tuning (training continued from pretrained weights with a new, short
-schedule) and the comparison. None of the LJ001/LJ002 sentences is in
+Training, the LM and tuning are the library's (``asr.experiment``) and the synthetic
+corpus is the LibriSpeech demo's kind (``asr.recipes.synth``); this recipe adds the
+real-speech splits, fine-tuning (training continued from pretrained weights with a
+new, short schedule) and the comparison. None of the LJ001/LJ002 sentences is in
 lj-text-train.txt, so neither the synthetic corpus nor the LM leaks the test set.
 """
 
@@ -34,13 +34,18 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from asr import experiment
 from asr.config import load_config
-from asr.data import read_ljspeech, read_manifest, write_manifest
+from asr.corpora import read_ljspeech
+from asr.data import read_manifest, write_manifest
 from asr.decoding import DecodingOptions
 from asr.errors import AsrError
+from asr.experiment import ASRConfig, SubsetsConfig
 from asr.features import FeatureConfig
-from asr.recipes import librispeech, recipe_config_path, run_stages, shared_data
-from asr.recipes.librispeech import DataConfig, RecipeConfig, SynthConfig
+from asr.model import ModelConfig, named_config
+from asr.recipes import recipe_config_path, run_stages, shared_data
+from asr.recipes.librispeech import prepare as prepare_subsets
+from asr.recipes.synth import SentenceSynthConfig, synthesize_sentences
 from asr.training import TrainConfig
 
 
@@ -56,19 +61,21 @@ class RealConfig:
     max_test: int = 0  # at most this many test clips (0: all)
 
 
-def _synth_defaults() -> SynthConfig:
+def _synth_defaults() -> SentenceSynthConfig:
     # the test set is real speech: no synthetic test sentences, and only the dev voices held out
-    dev_voices = SynthConfig().dev_voices
-    return SynthConfig(n_train=3000, n_dev=60, n_test=0, dev_voices=dev_voices, test_voices=dev_voices)
+    dev_voices = SentenceSynthConfig().dev_voices
+    return SentenceSynthConfig(n_train=3000, n_dev=60, n_test=0, dev_voices=dev_voices, test_voices=dev_voices)
 
 
 @dataclass
-class LJConfig(RecipeConfig):
+class LJConfig(ASRConfig):
     exp_dir: str = "exp/ljspeech"
     model_name: str = "small"
+    model: ModelConfig = field(default_factory=lambda: named_config("small"))
     features: FeatureConfig = field(default_factory=lambda: FeatureConfig(n_mels=80))
-    data: DataConfig = field(default_factory=lambda: DataConfig(train=("train-synth",), dev=("dev-synth",), test=()))
-    synth: SynthConfig = field(default_factory=_synth_defaults)
+    data: SubsetsConfig = field(default_factory=lambda: SubsetsConfig(train=("train-synth",), dev=("dev-synth",),
+                                                                      test=()))
+    synth: SentenceSynthConfig = field(default_factory=_synth_defaults)
     real: RealConfig = field(default_factory=RealConfig)
     # A character model already trained on synthetic speech of lj-text-train.txt, such as the
     # LibriSpeech demo's exp/demo/model.pt: when the file exists, it is the pretrained model
@@ -90,14 +97,14 @@ def make_config(path: str | None, stage: str) -> LJConfig:
 
 # --------------------------------------------------------------------------- data
 
-def synthesize(config: LJConfig, progress: bool = True, **_) -> None:
-    """The synthetic pretraining corpus: the LibriSpeech recipe's, made from lj-text-train.txt."""
-    librispeech.synthesize(config, progress=progress)
+def synthesize(config: LJConfig, progress: bool = True) -> None:
+    """The synthetic pretraining corpus: lj-text-train.txt spoken by TTS voices, LibriSpeech layout."""
+    synthesize_sentences(config.synth, config.corpus.parent, shared_data("text", "lj-text-train.txt"), progress)
 
 
-def prepare(config: LJConfig, **_) -> None:
+def prepare(config: LJConfig) -> None:
     """Manifests of the synthetic subsets, and of the real clips: lj-train, lj-dev, lj-test."""
-    librispeech.prepare(config)
+    prepare_subsets(config)
     real = ("lj-train", "lj-dev", "lj-test")
     if all(config.manifest(name).exists() for name in real):
         return
@@ -107,29 +114,30 @@ def prepare(config: LJConfig, **_) -> None:
     test = [e for e in entries if e["id"].startswith(config.real.test_prefix + "-")]
     if not pool or not test:
         raise AsrError(f"{root}: no {config.real.train_prefix}-* or no {config.real.test_prefix}-* clips")
-    dev = librispeech._spread(pool, config.real.n_dev) if config.real.n_dev else []
+    dev = experiment.spread(pool, config.real.n_dev) if config.real.n_dev else []
     dev_ids = {e["id"] for e in dev}
     train = [e for e in pool if e["id"] not in dev_ids]
     if config.real.max_train:
-        train = librispeech._spread(train, config.real.max_train)
+        train = experiment.spread(train, config.real.max_train)
     if config.real.max_test:
-        test = librispeech._spread(test, config.real.max_test)
+        test = experiment.spread(test, config.real.max_test)
     for name, part in zip(real, (train, dev, test)):
         write_manifest(part, config.manifest(name))
         minutes = sum(e["duration"] for e in part) / 60
         print(f"{name}: {len(part)} real clips, {minutes:.1f} min -> {config.manifest(name)}")
 
 
-def lm(config: LJConfig, progress: bool = True, **_):
-    """The word n-gram model for beam search, from the shared lj-text-train.txt (less any real dev/test sentence)."""
-    real = [e["text"] for name in ("lj-dev", "lj-test") if config.manifest(name).exists()
-            for e in read_manifest(config.manifest(name))]
-    return librispeech.lm(config, progress=progress, held_out=real)
+def lm(config: LJConfig, progress: bool = True):
+    """The word n-gram model for beam search, from the shared lj-text-train.txt (less any dev or test sentence)."""
+    held_out = [e["text"] for name in ("dev-synth", "lj-dev", "lj-test") if config.manifest(name).exists()
+                for e in read_manifest(config.manifest(name))]
+    return experiment.build_language_model(config, None if config.lm.text else shared_data("text", "lj-text-train.txt"),
+                                           held_out, progress)
 
 
-def tokenizer(config: LJConfig, **_) -> Path:
+def tokenizer(config: LJConfig) -> Path:
     """The sentencepiece model of the subword setup, trained on the training transcripts."""
-    return librispeech.tokenizer(config)
+    return experiment.tokenizer(config, [e["text"] for e in config.entries(config.data.train)])
 
 
 # --------------------------------------------------------------------------- models
@@ -141,14 +149,13 @@ def _train(config: LJConfig, exp_dir: Path, train_entries, dev_entries, schedule
     if path.exists() and not resume:
         print(f"{path} exists: skipping (delete it, or pass --resume, to train again)")
         return path
-    return librispeech.train_model(config, train_entries, dev_entries, exp_dir, schedule, init_from=init_from,
-                                   resume=True, progress=progress)
+    tok = experiment.make_tokenizer(config, [e["text"] for e in config.entries(config.data.train)])
+    return experiment.train_ctc(config, tok, train_entries, dev_entries, exp_dir, schedule, init_from=init_from,
+                                resume=True, progress=progress)
 
 
 def _synthetic(config: LJConfig) -> tuple[list[dict], list[dict]]:
-    train = [e for s in config.data.train for e in read_manifest(config.manifest(s))
-             if e["duration"] <= config.data.max_duration]
-    return train, [e for s in config.data.dev for e in read_manifest(config.manifest(s))]
+    return config.training_entries(), config.entries(config.data.dev)
 
 
 def _pretrain(config: LJConfig, kind: str, resume: bool, progress: bool) -> Path:
@@ -192,7 +199,7 @@ def finetune(config: LJConfig, resume: bool = False, progress: bool = True) -> P
     return _finetune(config, "char", resume, progress)
 
 
-def tune(config: LJConfig, progress: bool = True, **_) -> DecodingOptions:
+def tune(config: LJConfig, progress: bool = True) -> DecodingOptions:
     """alpha and beta of beam+LM for the fine-tuned character model, on lj-dev."""
     return _tune(config, "char", progress)
 
@@ -204,7 +211,7 @@ def _tune(config: LJConfig, kind: str, progress: bool) -> DecodingOptions:
     dev = read_manifest(config.manifest("lj-dev"))
     if not dev:
         raise AsrError("lj-dev is empty: set real.n_dev to hold out clips for tuning")
-    return librispeech.tune_model(model_path, dev, lm(config, progress=progress), config.decoding, progress=progress)
+    return experiment.tune(model_path, dev, lm(config, progress=progress), config.decoding, progress=progress)
 
 
 def subwords(config: LJConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -218,16 +225,16 @@ def subwords(config: LJConfig, resume: bool = False, progress: bool = True) -> P
 
 # --------------------------------------------------------------------------- evaluation
 
-def evaluate(config: LJConfig, progress: bool = True, **_) -> list[tuple[str, str, object]]:
+def evaluate(config: LJConfig, progress: bool = True) -> list[tuple[str, str, object]]:
     """WER and CER on lj-test for the four setups; ``<exp>/results/wer.txt`` and per-setup hyp/errs files."""
     from asr.evaluation import evaluate_sets, format_table
-    from asr.inference import load_model
+    from asr.inference import load_recognizer
 
     test = {"lj-test": read_manifest(config.manifest("lj-test"))}
     out = config.exp / "results"
     rows = []
-    char = load_model(config.units("char") / "finetune" / "model.pt")
-    sub = load_model(config.units("subwords") / "finetune" / "model.pt")
+    char = load_recognizer(config.units("char") / "finetune" / "model.pt")
+    sub = load_recognizer(config.units("subwords") / "finetune" / "model.pt")
     beam = DecodingOptions(decoder="beam", beam_width=config.decoding.beam_width,
                            processes=config.decoding.processes)
     setups = [
@@ -248,9 +255,9 @@ def evaluate(config: LJConfig, progress: bool = True, **_) -> list[tuple[str, st
 
 
 def _tuned(model) -> DecodingOptions:
-    if not model.extra.get("decoding"):
+    if not model.decoding.lm_path:
         raise AsrError("this model has no tuned beam+LM settings: run the tune stage first")
-    return DecodingOptions.from_dict(model.extra["decoding"])
+    return model.decoding
 
 
 def demo(config: LJConfig, resume: bool = False, progress: bool = True) -> list:

@@ -25,23 +25,27 @@ encoder and the three baselines on the prepared task and tabulates them.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from asr import classify
-from asr.classify import ClassifyConfig
+from asr.classify import ClassifyConfig, ModelSection
 from asr.config import load_config
-from asr.data import KWS12_LABELS, background_noise_files, read_label_folders, split_by_lists, to_twelve_classes
+from asr.corpora import KWS12_LABELS, background_noise_files, read_label_folders, split_by_lists, to_twelve_classes
+from asr.data import describe_splits, read_task, write_task
+from asr.download import DownloadConfig
 from asr.errors import AsrError
 from asr.recipes import print_finish, recipe_config_path, run_stages, train_once
+from asr.reports import write_json
 
 VERSIONS = ("v0.01", "v0.02", "synthetic")
 
 
 @dataclass
-class DataConfig:
+class SpeechCommandsData:
     version: str = "v0.02"  # "v0.01", "v0.02", or "synthetic" (made by the synthesize stage)
     task: str = "all"  # "all": every word of the corpus; "12": ten words, _unknown_ and _silence_
     root: str = "data"  # downloads and corpora; relative paths are under exp_dir
@@ -52,13 +56,7 @@ class DataConfig:
 
 
 @dataclass
-class DownloadConfig:
-    mirror: str = ""  # another host (or local folder) holding the same files
-    checksums: str = ""  # sha256sum-style file overriding the built-in digests
-
-
-@dataclass
-class SynthConfig:
+class WordSynthConfig:
     """The offline corpus: words spoken by the TTS voices, in the Speech Commands layout."""
 
     words: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
@@ -76,15 +74,15 @@ class SynthConfig:
 class CompareConfig:
     kinds: tuple[str, ...] = ("encoder", "cnn2d", "complex_cnn", "m5")
     init_from: str = ""  # also train the encoder from this ASR model's encoder weights ("encoder+asr")
-    lrs: dict = field(default_factory=dict)  # peak learning rate per variant name; default: train.lr
+    lrs: dict[str, float] = field(default_factory=dict)  # peak learning rate per variant name; default: train.lr
 
 
 @dataclass
-class RecipeConfig(ClassifyConfig):
+class SpeechCommandsConfig(ClassifyConfig):
     exp_dir: str = "exp/speech_commands"
-    data: DataConfig = field(default_factory=DataConfig)
+    data: SpeechCommandsData = field(default_factory=SpeechCommandsData)
     download: DownloadConfig = field(default_factory=DownloadConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
+    synth: WordSynthConfig = field(default_factory=WordSynthConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
     @property
@@ -101,14 +99,14 @@ class RecipeConfig(ClassifyConfig):
         return self.root / f"speech_commands_{self.data.version}"
 
 
-def make_config(path: str | None, stage: str) -> RecipeConfig:
+def make_config(path: str | None, stage: str) -> SpeechCommandsConfig:
     default = recipe_config_path("speech_commands", "demo" if stage == "demo" else "config")
-    return load_config(RecipeConfig(), path or (default if default.exists() else None))
+    return load_config(SpeechCommandsConfig(), path or (default if default.exists() else None))
 
 
 # --------------------------------------------------------------------------- stages
 
-def download(config: RecipeConfig, progress: bool = True, **_) -> None:
+def download(config: SpeechCommandsConfig, progress: bool = True) -> None:
     """Fetch the corpus archive (checksum verified, resumable) and unpack it."""
     from asr.download import SPEECH_COMMANDS, fetch
 
@@ -124,9 +122,10 @@ def download(config: RecipeConfig, progress: bool = True, **_) -> None:
     print(f"{version}: extracted to {config.corpus}")
 
 
-def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
+def synthesize(config: SpeechCommandsConfig, progress: bool = True) -> None:
     """Speak the synthetic corpus (restartable: a finished corpus is skipped)."""
-    from asr.synth import Voice, available_voices, make_speech_commands_corpus
+    from asr.recipes.synth import make_speech_commands_corpus
+    from asr.recipes.tts import Voice, available_voices
 
     s = config.synth
     if config.data.version != "synthetic" and not config.data.corpus:
@@ -145,7 +144,7 @@ def synthesize(config: RecipeConfig, progress: bool = True, **_) -> None:
           f"{len(s.words)} words x {len(voices)} voices x {s.per_voice}")
 
 
-def prepare(config: RecipeConfig, **_) -> None:
+def prepare(config: SpeechCommandsConfig) -> None:
     """Manifests for train (training), dev (validation_list.txt) and test (testing_list.txt)."""
     corpus = config.corpus
     entries = read_label_folders(corpus)
@@ -165,23 +164,23 @@ def prepare(config: RecipeConfig, **_) -> None:
         labels = sorted({e["label"] for e in entries})
     else:
         raise AsrError(f"unknown task {config.data.task!r}; choose \"all\" or \"12\"")
-    classify.write_task(config.exp, labels, splits, noise)
-    print(f"{corpus}: {classify.describe_splits(labels, splits)}; {len(noise)} background noise recordings")
+    write_task(config.exp, labels, splits, noise)
+    print(f"{corpus}: {describe_splits(labels, splits)}; {len(noise)} background noise recordings")
 
 
-def train(config: RecipeConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(config: SpeechCommandsConfig, resume: bool = False, progress: bool = True) -> dict:
     return classify.train_stage(config, resume=resume, progress=progress)
 
 
-def evaluate(config: RecipeConfig, progress: bool = True, **_) -> dict:
+def evaluate(config: SpeechCommandsConfig, progress: bool = True) -> dict:
     return classify.evaluate_stage(config, progress=progress, sets=("dev", "test"))
 
 
-def lr_find(config: RecipeConfig, progress: bool = True, **_) -> dict:
+def lr_find(config: SpeechCommandsConfig, progress: bool = True) -> dict:
     return classify.lr_find_stage(config, progress=progress)
 
 
-def compare(config: RecipeConfig, resume: bool = False, progress: bool = True) -> list[dict]:
+def compare(config: SpeechCommandsConfig, resume: bool = False, progress: bool = True) -> list[dict]:
     """The shared encoder (from scratch, and from an ASR model if ``compare.init_from``) against the baselines."""
     variants = {}
     for kind in config.compare.kinds:
@@ -190,10 +189,53 @@ def compare(config: RecipeConfig, resume: bool = False, progress: bool = True) -
         name = "encoder+asr"
         variants[name] = (replace(config.model, kind="encoder", init_from=config.compare.init_from),
                           config.compare.lrs.get(name))
-    return classify.compare_stage(config, variants, resume=resume, progress=progress)
+    return compare_variants(config, variants, resume=resume, progress=progress)
 
 
-def demo(config: RecipeConfig, resume: bool = False, progress: bool = True) -> None:
+def compare_variants(config: SpeechCommandsConfig, variants: dict[str, tuple[ModelSection, float | None]],
+                  resume: bool = False, progress: bool = True) -> list[dict]:
+    """Train and test several models on the prepared task, one folder each under ``<exp>/compare/``.
+
+    ``variants`` maps a name to (model section, peak learning rate or None for
+    ``train.lr``). Writes ``<exp>/compare/results.md`` (accuracy, parameters,
+    training time) and ``results.json``; a variant whose folder already holds a
+    result is not trained again.
+    """
+    labels, splits, noise = read_task(config.exp)
+    root = config.exp / "compare"
+    rows = []
+    for name, (section, lr) in variants.items():
+        sub = replace(config, exp_dir=str(root / name), model=section,
+                      train=replace(config.train, lr=lr) if lr else config.train)
+        result_path = sub.exp / "result.json"
+        if result_path.exists() and not resume:
+            rows.append(json.loads(result_path.read_text()))
+            print(f"{name}: already done ({100 * rows[-1]['test_accuracy']:.2f}%); delete {result_path} to redo")
+            continue
+        print(f"=== {name}")
+        write_task(sub.exp, labels, splits, noise)
+        summary = classify.train_classifier(sub, labels, splits, noise, sub.exp, resume=resume, progress=progress)
+        report = classify.evaluate_stage(sub, progress=progress, sets=("test",))["test"]
+        row = {"name": name, "kind": section.kind, "init_from": section.init_from, "lr": sub.train.lr,
+               "parameters": summary["parameters"], "steps": summary["steps"], "best_step": summary["best_step"],
+               "train_seconds": summary["train_seconds"], "dev_accuracy": summary["dev_accuracy"],
+               "test_accuracy": report.accuracy}
+        write_json(row, result_path)
+        rows.append(row)
+    head = "| model | parameters | steps (best) | training time | dev accuracy | test accuracy |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        dev = "-" if r["dev_accuracy"] is None else f"{100 * r['dev_accuracy']:.2f}%"
+        lines.append(f"| {r['name']} | {r['parameters']:,} | {r['steps']} ({r['best_step']}) | "
+                     f"{r['train_seconds'] / 60:.1f} min | {dev} | {100 * r['test_accuracy']:.2f}% |")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "results.md").write_text("\n".join(lines) + "\n")
+    write_json(rows, root / "results.json")
+    print("\n".join(lines))
+    return rows
+
+
+def demo(config: SpeechCommandsConfig, resume: bool = False, progress: bool = True) -> None:
     started = time.perf_counter()
     synthesize(config, progress=progress)
     prepare(config)
