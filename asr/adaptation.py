@@ -1,8 +1,7 @@
-"""Adapting a trained classifier to new recordings (a new speaker, a new room) without their labels.
-
-* ``adapt_batchnorm``: test-time normalisation, BatchNorm statistics re-estimated on the clips;
-* ``self_train``: self-training, the model labelling the clips and learning from those it is
-  sure of, round by round; ``balance_to_prior`` keeps one class from taking them all.
+"""Adapting a trained classifier to new recordings (a new speaker, a new room) without their labels,
+by self-training: the model labels the clips and learns from those it is sure of, round by round;
+``balance_to_prior`` keeps one class from taking them all. (Test-time BatchNorm adaptation is
+``asr.classify.adapt_batchnorm``.)
 """
 
 from __future__ import annotations
@@ -19,41 +18,8 @@ from asr.checkpoint import ModelFile
 from asr.classify import ClassifyConfig, make_trainer, save_ensemble
 from asr.config import to_dict
 from asr.errors import AsrError
-from asr.inference import ClipClassifier, load_classifier, predict, run_batches
+from asr.inference import load_classifier, predict
 from asr.model import Ensemble
-
-
-@torch.no_grad()
-def adapt_batchnorm(model: ClipClassifier, entries: list[dict], max_frames: int = 20000) -> int:
-    """Re-estimate every BatchNorm layer's statistics on ``entries`` (no labels), in place.
-
-    Test-time normalisation to a new speaker or recording condition: the running means
-    and variances learnt on the training speakers are replaced by the average over these
-    clips, batched as ``predict`` batches them; weights and everything else stay as they
-    are. Returns the number of layers adapted; raises ``AsrError`` if there is none (the
-    shared encoder normalises with LayerNorm, per frame, and has nothing to adapt).
-    """
-    net = model.net
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        raise AsrError("this model has no BatchNorm layers to adapt")
-    if not entries:
-        raise AsrError("no clips to adapt the BatchNorm statistics on")
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-    net.eval()
-    for m in norms:
-        m.train()
-    try:
-        for _ in run_batches(model, entries, max_frames):
-            pass
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        net.eval()
-    return len(norms)
 
 
 def balance_to_prior(probs: torch.Tensor, prior: torch.Tensor, iterations: int = 50) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torchaudio.transforms as AT
 from asr.errors import AsrError
 
 SAMPLE_RATE = 16000
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # what corpus readers and noise folders pick up
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph")  # what corpus readers and noise folders pick up
 
 
 def _open(path) -> sf.SoundFile:

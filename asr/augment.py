@@ -183,36 +183,38 @@ class WaveformAugment:
                 self._noises = []
         return self._noises
 
-    def _uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * float(torch.rand(()))
+    @staticmethod
+    def _uniform(low: float, high: float, g: torch.Generator | None = None) -> float:
+        return low + (high - low) * float(torch.rand((), generator=g))
 
-    def noise_like(self, n: int) -> torch.Tensor:
+    def noise_like(self, n: int, g: torch.Generator | None = None) -> torch.Tensor:
         """A random stretch of ``n`` samples of a random noise recording (repeated if too short)."""
         noises = self.noises()
-        noise = noises[int(torch.randint(len(noises), ()))]
+        noise = noises[int(torch.randint(len(noises), (), generator=g))]
         if noise.numel() < n:
             noise = noise.repeat(n // noise.numel() + 1)
-        start = int(torch.randint(noise.numel() - n + 1, ()))
+        start = int(torch.randint(noise.numel() - n + 1, (), generator=g))
         return noise[start:start + n]
 
-    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        c = self.config
+    def __call__(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One clip, changed; the draws come from ``generator`` (default: torch's global one)."""
+        c, g = self.config, generator
         low, high = c.speed_range
-        if c.speed_prob > 0 and high > low and float(torch.rand(())) < c.speed_prob:
-            rate = round(160 / self._uniform(low, high))
+        if c.speed_prob > 0 and high > low and float(torch.rand((), generator=g)) < c.speed_prob:
+            rate = round(160 / self._uniform(low, high, g))
             audio = change_speed(audio, rate)
-        if c.reverb_prob > 0 and float(torch.rand(())) < c.reverb_prob:
-            rir = room_impulse_response(self._uniform(*c.rt60_range), self._uniform(*c.drr_range))
+        if c.reverb_prob > 0 and float(torch.rand((), generator=g)) < c.reverb_prob:
+            rir = room_impulse_response(self._uniform(*c.rt60_range, g), self._uniform(*c.drr_range, g), generator=g)
             audio = reverberate(audio, rir)
         if c.time_shift > 0:
             limit = int(c.time_shift * SAMPLE_RATE)
-            shift = int(torch.randint(-limit, limit + 1, ()))
+            shift = int(torch.randint(-limit, limit + 1, (), generator=g))
             if shift > 0:
                 audio = torch.cat([torch.zeros(shift), audio[:-shift]]) if shift < audio.numel() else audio * 0
             elif shift < 0:
                 audio = torch.cat([audio[-shift:], torch.zeros(-shift)]) if -shift < audio.numel() else audio * 0
-        if c.noise_prob > 0 and float(torch.rand(())) < c.noise_prob and self.noises():
-            audio = mix_at_snr(audio, self.noise_like(audio.numel()), self._uniform(*c.snr_range))
+        if c.noise_prob > 0 and float(torch.rand((), generator=g)) < c.noise_prob and self.noises():
+            audio = mix_at_snr(audio, self.noise_like(audio.numel(), g), self._uniform(*c.snr_range, g))
         if c.gain_range[1] > c.gain_range[0]:
-            audio = audio * 10 ** (self._uniform(*c.gain_range) / 20)
+            audio = audio * 10 ** (self._uniform(*c.gain_range, g) / 20)
         return audio

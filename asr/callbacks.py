@@ -21,11 +21,13 @@ import torch
 
 from asr import checkpoint
 from asr.device import slow_step_causes
+from asr.errors import AsrError
 from asr.optim import describe_optimizer, make_optimizer
 
 
 class Callback:
     name = ""  # the key of its state in checkpoints; "" = nothing to keep
+    main_only = False  # True: runs in the first process only, under torchrun (it writes files)
 
     def on_train_start(self, trainer) -> None: ...
 
@@ -82,24 +84,31 @@ class TimeBudget(Callback):
 
     def probe(self, trainer) -> float:
         """Seconds per update on typical batches (the median; the first update warms up)."""
+        from asr.training import SkipUnreadable
+
         rng, scaler = checkpoint.rng_state(), trainer.scaler.state_dict()
-        saved = trainer.model, trainer.optimizer, trainer.scheduler, trainer.step
-        trainer.model = copy.deepcopy(trainer.model)
+        saved = trainer.model, trainer.net, trainer.optimizer, trainer.scheduler, trainer.step
+        trainer.model = trainer.net = copy.deepcopy(trainer.model)  # no gradient exchange: a throwaway copy
         trainer.optimizer = make_optimizer(trainer.model, trainer.config.optimizer, 1e-5, trainer.config.weight_decay,
-                                           trainer.device)
+                                           trainer.device, trainer.config.muon_precision)
         trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda _: 1.0)
         times = []
         try:
             batches = trainer.sampler.batches(1)
+            collate = SkipUnreadable(trainer.collate)
             for k in range(self.probe_steps + 1):
-                indices = batches[k % len(batches)]
+                batch, _ = collate([trainer.dataset[i] for i in batches[k % len(batches)]])
+                if batch is None:
+                    continue
                 started = time.perf_counter()
-                trainer.train_step(trainer.collate([trainer.dataset[i] for i in indices]))
+                trainer.train_step(batch)
                 times.append(time.perf_counter() - started)
         finally:
-            trainer.model, trainer.optimizer, trainer.scheduler, trainer.step = saved
+            trainer.model, trainer.net, trainer.optimizer, trainer.scheduler, trainer.step = saved
             checkpoint.set_rng_state(rng)
             trainer.scaler.load_state_dict(scaler)
+        if len(times) < 2:
+            raise AsrError("the time-budget probe found no readable training batch")
         return sorted(times[1:])[len(times[1:]) // 2]
 
     def _check_pace(self, trainer, per_step: float) -> None:
@@ -129,6 +138,7 @@ class EarlyStopping(Callback):
     A summary is also written to ``record`` (JSON) after each evaluation."""
 
     name = "early_stopping"
+    main_only = True  # dev evaluations run on rank 0; its decision to stop reaches every rank
 
     def __init__(self, best_path, patience: int = 5, min_delta: float = 0.0, metric: str = "accuracy",
                  record=None) -> None:
@@ -198,6 +208,8 @@ class TensorBoardLogger(Callback):
     """Training loss, learning rate and gradient norm, dev metrics, sample transcripts and a
     log-mel picture, in ``folder`` for ``tensorboard --logdir``."""
 
+    main_only = True
+
     def __init__(self, folder) -> None:
         self.folder = Path(folder)
         self.writer = None
@@ -238,6 +250,8 @@ class TensorBoardLogger(Callback):
 
 class LearningCurve(Callback):
     """The training loss and dev metrics against steps, as a PNG, at the end of every run."""
+
+    main_only = True
 
     def __init__(self, path, ylabel: str = "loss") -> None:
         self.path, self.ylabel = Path(path), ylabel

@@ -14,7 +14,7 @@ What the recipes ``speech_commands``, ``esc50`` and ``fsdd`` share:
   table, the most-confused pairs and a confusion-matrix PNG under ``<exp>/results/<set>/``).
 
 Inference (``load_classifier``, ``classify``) lives in ``asr.inference``; adapting a
-trained classifier to new recordings in ``asr.adaptation``.
+trained classifier to new recordings by self-training in ``asr.adaptation``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from asr.config import to_dict
 from asr.data import Batch, ClassificationDataset, collate, describe_splits, read_task
 from asr.errors import AsrError
 from asr.features import FeatureConfig, SpecAugmentConfig
-from asr.inference import ClipClassifier, load_classifier, predict
+from asr.inference import ClipClassifier, load_classifier, predict, run_batches
 from asr.model import FEATURE_KIND_OF, Classifier, ClassifierConfig, ModelConfig, count_parameters, named_config
 from asr.reports import Report, plot_lr_find, write_json, write_report
 from asr.training import TrainConfig, Trainer, seed_everything
@@ -42,18 +42,11 @@ from asr.training import TrainConfig, Trainer, seed_everything
 
 # --------------------------------------------------------------------------- configs
 
-def _named_encoder(name: str) -> ModelConfig:
-    try:
-        return named_config(name)
-    except KeyError as exc:
-        raise AsrError(str(exc).strip('"')) from None
-
-
 @dataclass
 class ModelSection:
     """The ``[model]`` table of a classification recipe."""
 
-    NAMED_BASES = {"encoder": ("encoder_name", _named_encoder)}
+    NAMED_BASES = {"encoder": ("encoder_name", named_config)}
 
     kind: str = "cnn2d"  # "encoder", "cnn2d", "complex_cnn" or "m5"
     pooling: str = "mean"  # "mean" or "attention"
@@ -118,7 +111,7 @@ class ClassifyConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
     ensemble: int = 1  # models trained from seeds train.seed, train.seed + 1, ...; their probabilities averaged
     # evaluate: also score each set with BatchNorm statistics re-estimated on its own clips (unlabelled),
-    # under results/<set>-adapted/ (asr.adaptation.adapt_batchnorm)
+    # under results/<set>-adapted/ (adapt_batchnorm)
     adapt_batchnorm: bool = False
     self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
 
@@ -373,9 +366,42 @@ def save_ensemble(paths: list, out) -> Path:
     return replace(first, members=len(models), weights=weights).save(out)
 
 
+@torch.no_grad()
+def adapt_batchnorm(model: ClipClassifier, entries: list[dict], max_frames: int = 20000) -> int:
+    """Re-estimate every BatchNorm layer's statistics on ``entries`` (no labels), in place.
+
+    Test-time normalisation to a new speaker or recording condition: the running means
+    and variances learnt on the training speakers are replaced by the average over these
+    clips, batched as ``predict`` batches them; weights and everything else stay as they
+    are. Returns the number of layers adapted; raises ``AsrError`` if there is none (the
+    shared encoder normalises with LayerNorm, per frame, and has nothing to adapt).
+    """
+    net = model.net
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise AsrError("this model has no BatchNorm layers to adapt")
+    if not entries:
+        raise AsrError("no clips to adapt the BatchNorm statistics on")
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    net.eval()
+    for m in norms:
+        m.train()
+    try:
+        for _ in run_batches(model, entries, max_frames):
+            pass
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        net.eval()
+    return len(norms)
+
+
 # --------------------------------------------------------------------------- stages over a task folder
 
-def train_stage(config: ClassifyConfig, resume: bool = False, progress: bool = True) -> dict:
+def train_stage(config: ClassifyConfig, resume: bool = True, progress: bool = True) -> dict:
     """Train on ``<exp>/manifests/train.jsonl`` with early stopping on ``dev.jsonl``."""
     labels, splits, noise = read_task(config.exp)
     if not splits.get("train"):
@@ -431,8 +457,6 @@ def score_set(model: ClipClassifier, entries: list[dict], title: str, out_dir, p
 def evaluate_stage(config: ClassifyConfig, progress: bool = True, sets: tuple[str, ...] = ("test",)) -> dict[str, Report]:
     """Score ``<exp>/model.pt`` on the prepared sets; reports under ``<exp>/results/<set>/``; with
     ``adapt_batchnorm``, also with BatchNorm statistics re-estimated on each set (``<set>-adapted``)."""
-    from asr.adaptation import adapt_batchnorm
-
     model = load_classifier(config.exp / "model.pt")
     labels, splits, _ = read_task(config.exp)
     if model.labels != labels:

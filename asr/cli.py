@@ -22,8 +22,9 @@ from asr.errors import ArgumentParser, AsrError
 
 
 def expand_inputs(inputs: list[str]) -> list[tuple[str, str]]:
-    """(utterance id, audio path) for every input: a file (id: its stem), a folder (its audio files,
-    sorted, ids relative to it) or a ``.jsonl`` manifest (its entries' ``id``, else the file stem).
+    """(utterance id, audio path) for every input: a file (id: its stem), a folder (its audio files at
+    any depth, sorted; ids their stems, or their paths under the folder where stems repeat) or a
+    ``.jsonl`` manifest (its entries' ``id``, else the file stem).
     A path that does not exist is kept, so that it fails, with its name, where it is read."""
     from asr.audio import AUDIO_SUFFIXES
     from asr.data import read_manifest
@@ -37,7 +38,10 @@ def expand_inputs(inputs: list[str]) -> list[tuple[str, str]]:
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
             if not files:
                 raise AsrError(f"{path}: a folder with no audio files ({', '.join(AUDIO_SUFFIXES)})")
-            out += [(str(p.relative_to(path).with_suffix("")).replace(os.sep, "/"), str(p)) for p in files]
+            stems = [p.stem for p in files]
+            if len(set(stems)) < len(stems):
+                stems = [str(p.relative_to(path).with_suffix("")).replace(os.sep, "/") for p in files]
+            out += list(zip(stems, map(str, files)))
         else:
             out.append((path.stem, item))
     ids = [i for i, _ in out]

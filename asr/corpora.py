@@ -1,8 +1,9 @@
 """Corpus-layout readers: each turns a corpus as distributed into manifest entries.
 
 LibriSpeech (``speaker/chapter/*.flac`` + ``*.trans.txt``), LJ Speech (``metadata.csv``
-+ ``wavs/``), folder-per-label corpora such as Speech Commands (with its split lists
-and the 12-class task), ESC-50 and ESC-10, and the Free Spoken Digit Dataset. Every
++ ``wavs/``), CMU AN4 (SPHERE or raw big-endian), folder-per-label corpora such as
+Speech Commands (with its split lists and the 12-class task), ESC-50 and ESC-10 in
+their own layouts, and the Free Spoken Digit Dataset. Every
 entry has ``id``, ``audio_filepath`` and ``duration``, and ``text`` (speech) or
 ``label`` (clips), and what else the corpus tells (``speaker``, ``fold``, ...).
 """
@@ -10,9 +11,11 @@ entry has ``id``, ``audio_filepath`` and ``duration``, and ``text`` (speech) or
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import soundfile as sf
 
 from asr.audio import AUDIO_SUFFIXES
@@ -243,3 +246,90 @@ def read_fsdd(recordings) -> list[dict]:
     if not entries:
         raise AsrError(f"{recordings}: no {{digit}}_{{speaker}}_{{index}}.wav files")
     return entries
+
+
+# --------------------------------------------------------------------------- CMU AN4
+
+_AN4_LINE = re.compile(r"^\s*(?:<s>)?\s*(.*?)\s*(?:</s>)?\s*\(\s*([^()\s]+)\s*\)\s*$")
+AN4_PARTS = {"train": ("an4_train.transcription", "an4_clstk"), "test": ("an4_test.transcription", "an4test_clstk")}
+
+
+def read_an4_audio(path) -> tuple[np.ndarray, int]:
+    """An AN4 recording as float32 samples and their rate: NIST SPHERE (``.sph``, the official
+    archive) or headerless 16 kHz 16-bit big-endian PCM (``.raw``, the an4_raw.bigendian form)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".raw":
+            samples, rate = sf.read(str(path), format="RAW", subtype="PCM_16", endian="BIG", samplerate=16000,
+                                    channels=1, dtype="float32")
+        else:
+            samples, rate = sf.read(str(path), dtype="float32")
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AsrError(f"{path}: not a readable AN4 recording ({str(exc).strip().splitlines()[-1]})") from None
+    if samples.ndim != 1 or len(samples) == 0:
+        raise AsrError(f"{path}: not a mono recording with samples")
+    return samples, rate
+
+
+def read_an4(root, part: str = "train") -> list[dict]:
+    """Read a part (``train`` or ``test``) of CMU AN4: ``etc/an4_<part>.transcription`` lines
+    ``<s> TEXT </s> (utt)`` and the recordings ``wav/an4_clstk/<speaker>/<utt>.sph`` (the official
+    archive) or ``.raw`` (the raw big-endian form); the test part's are under ``an4test_clstk``.
+
+    Entries carry ``id``, ``speaker`` (the recording folder, e.g. ``fash``; its first letter is
+    the speaker's sex), ``text`` (normalised: "P I T T S" becomes "p i t t s") and ``source``
+    (the recording, which ``read_an4_audio`` reads); the recipe converts them to FLAC.
+    """
+    root = Path(root)
+    if part not in AN4_PARTS:
+        raise AsrError(f"unknown AN4 part {part!r}; choose train or test")
+    name, folder = AN4_PARTS[part]
+    transcription = root / "etc" / name
+    if not transcription.is_file():
+        raise AsrError(f"{root}: no etc/{name} (not an AN4 folder, or without its {part} part)")
+    recordings = {p.stem: p for p in (root / "wav" / folder).glob("*/*") if p.suffix in (".sph", ".raw")}
+    entries = []
+    for number, line in enumerate(transcription.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _AN4_LINE.match(line)
+        if match is None:
+            raise AsrError(f"{transcription}:{number}: not a '<s> TEXT </s> (utterance)' line")
+        text, utt = match.groups()
+        source = recordings.get(utt)
+        if source is None:
+            raise AsrError(f"{transcription}:{number}: no recording {utt}.sph or {utt}.raw under wav/{folder}/")
+        entries.append({"id": utt, "speaker": source.parent.name, "text": normalize_text(text),
+                        "source": str(source)})
+    if not entries:
+        raise AsrError(f"{transcription}: no utterances")
+    return entries
+
+
+def read_esc10(root) -> list[dict]:
+    """Read ESC-10 in its own layout, ``<NNN - Class name>/<fold>-<freesound id>-<take>.ogg``: entries
+    as ``read_esc50`` gives them (``label`` as ESC-50 writes it: "dog_bark"; ``target`` NNN - 1;
+    ``fold`` the file name's first field; ``speaker`` the source recording)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AsrError(f"{root}: not a folder")
+    entries = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        match = re.fullmatch(r"(\d{3}) - (.+)", folder.name)
+        if match is None:
+            continue
+        target, label = int(match.group(1)) - 1, "_".join(match.group(2).lower().split())
+        for audio in sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
+            parts = audio.stem.split("-")
+            if len(parts) != 3 or not parts[0].isdigit() or not 1 <= int(parts[0]) <= 5:
+                raise AsrError(f"{audio}: not an ESC-10 file name (<fold>-<freesound id>-<take>.ogg)")
+            entries.append({"id": audio.stem, "label": label, "target": target, "fold": int(parts[0]), "esc10": True,
+                            "speaker": parts[1], "audio_filepath": str(audio), "duration": sf.info(str(audio)).duration})
+    if not entries:
+        raise AsrError(f"{root}: no '<NNN - Class name>/<fold>-<id>-<take>.ogg' clips (not an ESC-10 folder)")
+    return entries
+
+
+def read_esc(root) -> list[dict]:
+    """ESC-50 (``meta/esc50.csv``) or ESC-10 (class folders), whichever ``root`` holds."""
+    return read_esc50(root) if (Path(root) / "meta" / "esc50.csv").exists() else read_esc10(root)

@@ -89,18 +89,34 @@ def describe_splits(labels: list[str], splits: dict[str, list[dict]]) -> str:
 
 # --------------------------------------------------------------------------- datasets
 
+@dataclass
+class Unreadable:
+    """What a training dataset gives for an item whose audio cannot be read: the run skips it."""
+
+    index: int
+    path: str
+    reason: str
+
+
 class AudioDataset(Dataset):
     """Manifest entries and their audio, optionally cached after the first read.
 
     Subclasses say what goes with the audio; ``durations`` feed the batch sampler.
     ``transform`` (waveform -> waveform, e.g. ``asr.augment.WaveformAugment``) runs
-    on every item that ``waveform`` returns; audio is cached before it.
+    on every item that ``waveform`` returns; audio is cached before it. With
+    ``item_seed`` set, each item's transform draws from a generator of its own, seeded
+    by (item_seed, epoch, index): the same draws whichever worker process reads it, so
+    a run with DataLoader workers resumes exactly. With ``skip_unreadable`` an item
+    whose file cannot be read comes back as ``Unreadable`` instead of an error.
     """
 
     def __init__(self, entries: list[dict], cache_audio: bool = False, transform=None) -> None:
         self.entries = entries
         self.cache: dict[int, torch.Tensor] | None = {} if cache_audio else None
         self.transform = transform
+        self.item_seed: int | None = None
+        self.epoch = 0
+        self.skip_unreadable = False
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -120,7 +136,21 @@ class AudioDataset(Dataset):
     def waveform(self, index: int) -> torch.Tensor:
         """The item's audio after ``transform``."""
         audio = self.audio(index)
-        return audio if self.transform is None else self.transform(audio)
+        if self.transform is None:
+            return audio
+        if self.item_seed is None:
+            return self.transform(audio)
+        seed = (self.item_seed * 1_000_003 + self.epoch) * 1_000_003 + index
+        return self.transform(audio, generator=torch.Generator().manual_seed(seed % 2**63))
+
+    def item(self, index: int, target: torch.Tensor):
+        """(waveform, target), or ``Unreadable`` when the file fails and ``skip_unreadable`` is set."""
+        try:
+            return self.waveform(index), target
+        except AsrError as exc:
+            if not self.skip_unreadable:
+                raise
+            return Unreadable(index, self.entries[index]["audio_filepath"], str(exc))
 
 
 class SpeechDataset(AudioDataset):
@@ -130,9 +160,8 @@ class SpeechDataset(AudioDataset):
         super().__init__(entries, cache_audio, transform)
         self.tokenizer = tokenizer
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        text = self.entries[index]["text"]
-        return self.waveform(index), torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | Unreadable:
+        return self.item(index, torch.tensor(self.tokenizer.encode(self.entries[index]["text"]), dtype=torch.long))
 
 
 def load_entry_audio(entry: dict) -> torch.Tensor:
@@ -165,8 +194,8 @@ class ClassificationDataset(AudioDataset):
         self.labels = list(labels)
         self.targets = [index[e["label"]] for e in entries]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.waveform(index), torch.tensor([self.targets[index]], dtype=torch.long)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | Unreadable:
+        return self.item(index, torch.tensor([self.targets[index]], dtype=torch.long))
 
 
 @dataclass
@@ -256,8 +285,78 @@ class BucketingBatchSampler(Sampler[list[int]]):
         self.epoch += 1
         self.position = 0
 
+    def weight(self, epoch: int, position: int) -> float:
+        """Every batch is a whole one: weight 1 (``ShardedBatchSampler`` cuts batches)."""
+        return 1.0
+
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def split_batch(indices: list[int], frames: list[int], parts: int) -> list[list[int]]:
+    """A batch cut into ``parts`` of near-equal audio: its items longest first, each to the part
+    with the least audio so far (ties to the first part), so that the parts also differ by at
+    most one item in count when lengths are equal. Deterministic."""
+    out: list[list[int]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for i in sorted(indices, key=lambda i: (-frames[i], i)):
+        k = min(range(parts), key=lambda p: (load[p], len(out[p]), p))
+        out[k].append(i)
+        load[k] += frames[i]
+    return out
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """The batches of a ``BucketingBatchSampler`` of ``parts * accumulate`` times the audio, each cut
+    into ``parts`` near-equal pieces (``split_batch``), of which this one takes piece ``part``, cut
+    again into ``accumulate`` micro-batches, yielded one after the other.
+
+    Data-parallel ranks (``parts`` = world size, ``part`` = rank) then train, step by step, on
+    disjoint pieces of the very batches one process would train on with the whole budget, in
+    the same order. ``weight(epoch, position)`` is a micro-batch's share of its whole batch
+    (its size times ``parts`` over the whole's), by which its mean loss is scaled,
+    so that the gradient averaged over ranks and summed over micro-batches is the whole batch's.
+    A piece with no item gets the whole batch's first item at weight 0, so that every rank
+    still takes part in every step. ``epoch`` and ``position`` count micro-batches, so resume is
+    exact.
+    """
+
+    def __init__(self, whole: BucketingBatchSampler, parts: int, part: int, accumulate: int = 1) -> None:
+        if not 0 <= part < parts or accumulate < 1:
+            raise AsrError(f"piece {part} of {parts} (accumulating {accumulate}) does not exist")
+        self.whole, self.parts, self.part, self.accumulate = whole, parts, part, accumulate
+        self.epoch = 0
+        self.position = 0
+        self._plan: tuple[int, list[tuple[list[int], float]]] | None = None
+
+    def plan(self, epoch: int) -> list[tuple[list[int], float]]:
+        """(indices, weight) of every micro-batch of ``epoch``, in order."""
+        if self._plan is None or self._plan[0] != epoch:
+            out = []
+            n = self.parts  # ranks' gradients are averaged, micro-batches' summed
+            for batch in self.whole.batches(epoch):
+                piece = split_batch(batch, self.whole.frames, self.parts)[self.part]
+                for micro in split_batch(piece, self.whole.frames, self.accumulate):
+                    out.append((micro, len(micro) * n / len(batch)) if micro else ([batch[0]], 0.0))
+            self._plan = (epoch, out)
+        return self._plan[1]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return [indices for indices, _ in self.plan(epoch)]
+
+    def weight(self, epoch: int, position: int) -> float:
+        return self.plan(epoch)[position][1]
+
+    def __len__(self) -> int:
+        return len(self.plan(self.epoch))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches(self.epoch)
+        while self.position < len(batches):
+            self.position += 1
+            yield batches[self.position - 1]
+        self.epoch += 1
+        self.position = 0

@@ -206,13 +206,15 @@ class BeamSearchDecoder:
             raise AsrError(f"nbest must be at least 1, got {options.nbest}")
         if options.processes < 0:
             raise AsrError(f"processes must be 0 or more, got {options.processes}")
-        pyctcdecode = require("pyctcdecode", INSTALL_BEAM)
+        if options.lm_path:
+            require("kenlm", "pip install 'asr[lm]' (or kenlm): beam search with a language model needs it")
+        with _quiet("pyctcdecode"):  # without kenlm it logs a warning at import, even when no LM is wanted
+            pyctcdecode = require("pyctcdecode", INSTALL_BEAM)
         self.options = options
         self.tokenizer = tokenizer
         self.frame_shift = frame_shift
         lm_path, unigrams = None, None
         if options.lm_path:
-            require("kenlm", INSTALL_BEAM)
             lm_path = Path(options.lm_path)
             if not lm_path.is_file():
                 raise AsrError(f"language model not found: {lm_path}")

@@ -112,7 +112,7 @@ def slow_step_causes(device: torch.device, dtype: torch.dtype | None, optimizer:
         return "another program on the GPU, or a slower GPU than the config was timed on"
     causes = []
     if "fp32 Newton-Schulz" in optimizer:
-        causes.append("Muon's orthogonalisation in float32, as this CPU has no fast bfloat16")
+        causes.append("Muon's orthogonalisation in float32 (muon_precision = \"fp32\")")
     if dtype == torch.bfloat16 and not bf16_is_fast(device):
         causes.append(f"bfloat16 autocast on a CPU that multiplies bfloat16 {1 / bf16_speedup():.1f} times slower "
                       f"than float32 (precision = \"fp32\" avoids it)")

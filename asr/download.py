@@ -90,42 +90,41 @@ class Resource:
 
 _OPENSLR = "https://www.openslr.org/resources"
 
+
+def _resources(url: str, digests: dict[str, str], algorithm: str) -> dict[str, Resource]:
+    """Resources by name: ``url`` formatted with each name, with its digest."""
+    return {name: Resource(url.format(name=name), **{algorithm: digest}) for name, digest in digests.items()}
+
+
 # SHA-256 digests as published with torchaudio's LIBRISPEECH dataset.
-LIBRISPEECH: dict[str, Resource] = {
-    name: Resource(f"{_OPENSLR}/12/{name}.tar.gz", sha256=digest)
-    for name, digest in {
-        "dev-clean": "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
-        "dev-other": "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
-        "test-clean": "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
-        "test-other": "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
-        "train-clean-100": "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
-        "train-clean-360": "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
-        "train-other-500": "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
-    }.items()
-}
+LIBRISPEECH: dict[str, Resource] = _resources(f"{_OPENSLR}/12/{{name}}.tar.gz", {
+    "dev-clean": "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
+    "dev-other": "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
+    "test-clean": "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
+    "test-other": "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
+    "train-clean-100": "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
+    "train-clean-360": "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
+    "train-other-500": "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
+}, "sha256")
 
 # OpenSLR resource 11 publishes MD5 digests only.
-LIBRISPEECH_LM: dict[str, Resource] = {
-    name: Resource(f"{_OPENSLR}/11/{name}", md5=digest)
-    for name, digest in {
-        "3-gram.pruned.1e-7.arpa.gz": "9a0f1325bcaf3a0f7b7be4be10823c2a",
-        "3-gram.pruned.3e-7.arpa.gz": "8f67ec741827742eee05799ab7605b50",
-        "4-gram.arpa.gz": "6abdcd5b055bd482e4f9defe91d40408",
-        "librispeech-lm-norm.txt.gz": "c83c64c726a1aedfe65f80aa311de402",
-    }.items()
-}
+LIBRISPEECH_LM: dict[str, Resource] = _resources(f"{_OPENSLR}/11/{{name}}", {
+    "3-gram.pruned.1e-7.arpa.gz": "9a0f1325bcaf3a0f7b7be4be10823c2a",
+    "3-gram.pruned.3e-7.arpa.gz": "8f67ec741827742eee05799ab7605b50",
+    "4-gram.arpa.gz": "6abdcd5b055bd482e4f9defe91d40408",
+    "librispeech-lm-norm.txt.gz": "c83c64c726a1aedfe65f80aa311de402",
+}, "md5")
 
 # SHA-256 digests as published with torchaudio's SPEECHCOMMANDS dataset.
-SPEECH_COMMANDS: dict[str, Resource] = {
-    "v0.01": Resource(
-        "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
-        sha256="743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
-    ),
-    "v0.02": Resource(
-        "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
-        sha256="af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
-    ),
-}
+SPEECH_COMMANDS: dict[str, Resource] = _resources("http://download.tensorflow.org/data/speech_commands_{name}.tar.gz", {
+    "v0.01": "743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
+    "v0.02": "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+}, "sha256")
+
+# CMU's AN4 in NIST SPHERE files (64 MB). CMU publishes no digest; this is the SHA-256 of the copy
+# that the dldata-public mirror of the same file serves (a mismatch stops; [download] checksums overrides).
+AN4 = Resource("http://www.speech.cs.cmu.edu/databases/an4/an4_sphere.tar.gz",
+               sha256="a0525579493735d32b60fb6fa5975dd0eaacde087b0a4eeb7f13b7ef33077b12")
 
 # A snapshot of a git branch: its bytes change with every commit, so no digest.
 ESC50 = Resource("https://github.com/karoldvl/ESC-50/archive/master.zip")

@@ -33,13 +33,6 @@ from asr.model import ModelConfig, named_config
 from asr.training import TrainConfig
 
 
-def _named_model(name: str) -> ModelConfig:
-    try:
-        return named_config(name)
-    except KeyError as exc:
-        raise AsrError(str(exc).strip('"')) from None
-
-
 @dataclass
 class LMConfig:
     """The word n-gram model for beam search, in ``<exp>/lm``."""
@@ -88,13 +81,12 @@ class SubsetsConfig:
 class ASRConfig:
     """What every speech recognition recipe configures; recipes add their ``data`` tables."""
 
-    NAMED_BASES = {"model": ("model_name", _named_model)}
+    NAMED_BASES = {"model": ("model_name", named_config)}
 
     exp_dir: str = "exp/asr"
     data: SubsetsConfig = field(default_factory=SubsetsConfig)
     model_name: str = "seed"  # a named model config (asr.model.NAMED_CONFIGS); [model] overrides it
     model: ModelConfig = field(default_factory=lambda: named_config("seed"))
-    tokenizer: Literal["char", "sentencepiece"] = "char"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig.off)  # waveform augmentation of training audio
@@ -102,6 +94,7 @@ class ASRConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     subwords: SubwordConfig = field(default_factory=SubwordConfig)
+    tokenizer: Literal["char", "sentencepiece"] = "char"  # sentencepiece: subword units ([subwords])
 
     @property
     def exp(self) -> Path:
@@ -133,6 +126,30 @@ def spread(entries: list, n: int) -> list:
     if n <= 0 or n >= len(entries):
         return entries
     return [entries[round(i * (len(entries) - 1) / max(1, n - 1))] for i in range(n)]
+
+
+# --------------------------------------------------------------------------- manifests
+
+def prepare(config: ASRConfig, ljspeech: Path | None = None) -> None:
+    """One JSON-lines manifest per subset of ``config.corpus`` under ``<exp>/manifests``, and with
+    ``data.ljspeech`` one of the real LJ Speech clips in ``ljspeech`` ("lj-real")."""
+    from asr.corpora import read_librispeech, read_ljspeech
+    from asr.data import write_manifest
+
+    for subset in dict.fromkeys(config.data.train + config.data.dev + config.data.test):
+        path = config.manifest(subset)
+        if path.exists():
+            continue
+        entries = read_librispeech(config.corpus / subset)
+        write_manifest(entries, path)
+        hours = sum(e["duration"] for e in entries) / 3600
+        print(f"{subset}: {len(entries)} utterances, {hours:.2f} h -> {path}")
+    if config.data.ljspeech and not config.manifest("lj-real").exists():
+        if ljspeech is None:
+            raise AsrError("data.ljspeech is set but no LJ Speech folder was given")
+        entries = read_ljspeech(ljspeech)
+        write_manifest(entries, config.manifest("lj-real"))
+        print(f"lj-real: {len(entries)} real LJ Speech clips -> {config.manifest('lj-real')}")
 
 
 # --------------------------------------------------------------------------- units

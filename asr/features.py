@@ -105,8 +105,9 @@ class FeatureExtractor(nn.Module):
         """
         if self.config.kind != "logmel":
             return self._other_kinds(audio, lengths)
-        feats = torch.log(self.mel(audio.float()) + 1e-6)
+        feats = torch.log(self.mel(self._pad(audio)) + 1e-6)
         frames = self.output_lengths(lengths).clamp(max=feats.shape[-1])
+        feats = feats[..., : max(1, int(frames.max()))]
         mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None]
         mask = mask[:, None, :]  # (batch, 1, frames)
         if self.config.floor_db > 0:
@@ -121,15 +122,23 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"unknown normalisation {self.config.normalize!r}")
         return feats.masked_fill(~mask, 0.0), frames
 
+    def _pad(self, audio: torch.Tensor) -> torch.Tensor:
+        """Half a window of silence after the batch, so that every utterance's last frames see
+        silence after its end, as they do when a longer one pads the batch: the centred STFT
+        would otherwise reflect the longest utterance's own end back into them, and an
+        utterance's features would depend on its batch (tested)."""
+        return torch.nn.functional.pad(audio.float(), (0, self.config.n_fft // 2))
+
     def _other_kinds(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Complex spectrograms or waveforms; "utterance" normalisation scales each utterance
         to unit RMS over its valid frames (and removes a waveform's mean), which keeps phase."""
         if self.config.kind == "complex":
-            spec = self.stft(audio.float())  # (batch, bins, frames), complex
+            spec = self.stft(self._pad(audio))  # (batch, bins, frames), complex
             feats = torch.cat([spec.real, spec.imag], dim=1)
         else:
             feats = self.resample(audio.float())[:, None, :]  # (batch, 1, samples)
         frames = self.output_lengths(lengths).clamp(min=1, max=feats.shape[-1])
+        feats = feats[..., : int(frames.max())]
         mask = (torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None])[:, None, :]
         feats = feats.masked_fill(~mask, 0.0)
         if self.config.normalize == "utterance":

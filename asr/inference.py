@@ -311,5 +311,7 @@ def write_result(result: Result, source, fmt: str, output_dir=None, name: str | 
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         for f, text in texts.items():
-            (out / f"{name or Path(str(source)).stem}.{f}").write_text(text, encoding="utf-8")
+            target = out / f"{name or Path(str(source)).stem}.{f}"
+            target.parent.mkdir(parents=True, exist_ok=True)  # an id may be a path under a folder
+            target.write_text(text, encoding="utf-8")
     return texts["txt" if fmt == "all" else fmt]

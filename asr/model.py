@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from asr.errors import AsrError
 from asr.kernels import BiGRURecurrence, Dropout
 
 
@@ -62,7 +63,7 @@ NAMED_CONFIGS: dict[str, ModelConfig | ClassifierConfig] = {  # classifiers: see
 
 def named_config(name: str, **overrides) -> ModelConfig:
     if name not in NAMED_CONFIGS:
-        raise KeyError(f"unknown model config {name!r}; choose from {sorted(NAMED_CONFIGS)}")
+        raise AsrError(f"unknown model config {name!r}; choose from {', '.join(sorted(NAMED_CONFIGS))}")
     return replace(NAMED_CONFIGS[name], **overrides)
 
 
@@ -103,11 +104,12 @@ class ResidualCNN(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (batch, channels, feats, time), mask: (batch, 1, 1, time) -> same shape as x.
 
-        Padded frames are zeroed after each convolution, so an utterance's output
-        does not depend on how much padding its batch gave it.
+        Padded frames are zeroed before and after each convolution (the norms' biases would
+        otherwise reach an utterance's last frames through the kernel), so its outputs and
+        gradients do not depend on how much padding its batch gave it (tested).
         """
-        y = self.conv1(self.dropout(F.gelu(self.norm1(x)))) * mask
-        y = self.conv2(self.dropout(F.gelu(self.norm2(y)))) * mask
+        y = self.conv1(self.dropout(F.gelu(self.norm1(x))) * mask) * mask
+        y = self.conv2(self.dropout(F.gelu(self.norm2(y))) * mask) * mask
         return x + y
 
 

@@ -1,10 +1,12 @@
 """Optimisers and the learning-rate schedule: AdamW, Muon for hidden matrices, OneCycle.
 
 ``make_optimizer`` is the one place that maps ``TrainConfig.optimizer`` to an
-optimiser. Muon orthogonalises each update with Newton-Schulz iterations, which
-are matrix products: in bfloat16 where this machine multiplies bfloat16 fast
-(``asr.device.bf16_is_fast``), in float32 elsewhere, so that a CPU without
-bfloat16 units does not run them 4 to 18 times slower.
+optimiser. Muon orthogonalises each update with Newton-Schulz iterations, which are
+matrix products, in bfloat16 (``muon_precision``). By default (``"auto"``) Muon runs only
+where this machine multiplies bfloat16 fast (``asr.device.bf16_is_fast``); elsewhere the
+run trains with AdamW instead, and says so: there the float32 iterations made a demo step
+1.5 times as long, and at equal time AdamW ended within half a point of them
+(``docs/design.md``). ``"fp32"`` keeps Muon in float32, ``"bf16"`` forces bfloat16.
 """
 
 from __future__ import annotations
@@ -111,25 +113,33 @@ class MuonAdamW(torch.optim.Optimizer):
         self.param_groups[:] = [self.muon.param_groups[0], self.adamw.param_groups[0]]
 
 
-def muon_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where this machine multiplies it fast, else float32."""
-    return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+MUON_PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                   device: torch.device | str = "cpu") -> torch.optim.Optimizer:
+                   device: torch.device | str = "cpu", muon_precision: str = "auto") -> torch.optim.Optimizer:
+    """AdamW, or Muon with AdamW (``MuonAdamW``); ``muon_precision="auto"`` falls back to AdamW
+    where bfloat16 is slow (the optimiser's ``fallback`` then says why)."""
+    if name == "muon" and muon_precision not in MUON_PRECISIONS:
+        raise AsrError(f"unknown muon_precision {muon_precision!r}; choose from {', '.join(MUON_PRECISIONS)}")
+    if name == "muon" and muon_precision == "auto" and not bf16_is_fast(torch.device(device)):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer.fallback = "instead of muon: bfloat16 is slow on this machine"
+        return optimizer
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     if name == "muon":
-        return MuonAdamW(model, lr, weight_decay, ns_dtype=muon_dtype(torch.device(device)))
+        return MuonAdamW(model, lr, weight_decay, torch.float32 if muon_precision == "fp32" else torch.bfloat16)
     raise AsrError(f"unknown optimizer {name!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
 def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
-    """``adamw``, or ``muon (bf16 Newton-Schulz)`` / ``muon (fp32 Newton-Schulz)``."""
+    """``adamw``, ``muon (bf16 Newton-Schulz)``, ``muon (fp32 Newton-Schulz)``, or ``adamw (instead of
+    muon: ...)``."""
     if isinstance(optimizer, MuonAdamW):
         return f"muon ({'bf16' if optimizer.muon.ns_dtype == torch.bfloat16 else 'fp32'} Newton-Schulz)"
-    return type(optimizer).__name__.lower()
+    fallback = getattr(optimizer, "fallback", "")
+    return type(optimizer).__name__.lower() + (f" ({fallback})" if fallback else "")
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int, pct_start: float,

@@ -38,6 +38,13 @@ def number_to_words(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _spoken(digits: str) -> str:
+    """A run of digits as words: a number up to 15 digits, digit by digit beyond (a serial number)."""
+    if len(digits) > 15:
+        return " ".join(_ONES[int(d)] for d in digits)
+    return number_to_words(int(digits))
+
+
 def normalize_text(text: str) -> str:
     """Normalise text for CTC targets and for scoring.
 
@@ -48,7 +55,7 @@ def normalize_text(text: str) -> str:
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     text = text.lower()
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,000 -> 1000
-    text = re.sub(r"\d+", lambda m: " " + number_to_words(int(m.group())) + " ", text)
+    text = re.sub(r"\d+", lambda m: " " + _spoken(m.group()) + " ", text)
     text = re.sub(r"[^a-z']+", " ", text)
     text = re.sub(r"(?<![a-z])'+|'+(?![a-z])", " ", text)  # quotes, not apostrophes
     return " ".join(text.split())

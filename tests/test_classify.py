@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 from asr import cli
-from asr.adaptation import adapt_batchnorm, balance_to_prior
+from asr.adaptation import balance_to_prior
 from asr.checkpoint import ModelFile
-from asr.classify import MixupCollate, classification_loss, load_body_weights
+from asr.classify import MixupCollate, adapt_batchnorm, classification_loss, load_body_weights
 from asr.config import from_dict, to_dict
 from asr.corpora import (DIGITS, KWS12_LABELS, SILENCE, UNKNOWN, background_noise_files, read_esc50, read_fsdd,
                          read_label_folders, split_by_lists, to_twelve_classes, which_set)

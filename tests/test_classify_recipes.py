@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -16,15 +17,13 @@ import torch
 
 from asr import checkpoint, cli
 from asr.adaptation import self_train
-from asr.checkpoint import ModelFile
 from asr.classify import make_trainer
 from asr.corpora import DIGITS
 from asr.data import load_entry_audio, read_task
 from asr.inference import load_classifier
 from asr.errors import AsrError
-from asr.model import Ensemble, count_parameters, named_config
+from asr.model import Ensemble, count_parameters
 from asr.recipes import esc50, fsdd, speech_commands
-from test_download import serve, server, sha256  # noqa: F401  (the Range-capable loopback server fixture)
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 
@@ -87,9 +86,9 @@ def speech_commands_archive() -> bytes:
     return buf.getvalue()
 
 
-def test_speech_commands_download_and_prepare(server, tmp_path, capsys):  # noqa: F811
+def test_speech_commands_download_and_prepare(server, tmp_path, capsys):
     data = speech_commands_archive()
-    serve(server, "mirror/speech_commands_v0.01.tar.gz", data)
+    server.serve("mirror/speech_commands_v0.01.tar.gz", data)
     exp = tmp_path / "exp"
     base = f"""exp_dir = "{exp}"
 [data]
@@ -106,7 +105,7 @@ mirror = "{server.base_url}/mirror"
     err = capsys.readouterr().err
     assert "checksum mismatch for speech_commands_v0.01.tar.gz" in err and err.count("\n") == 1
 
-    (tmp_path / "SHA256SUMS").write_text(f"{sha256(data)}  speech_commands_v0.01.tar.gz\n")
+    (tmp_path / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  speech_commands_v0.01.tar.gz\n")
     config = write_config(tmp_path / "sc.toml", base + f'checksums = "{tmp_path / "SHA256SUMS"}"\n')
     assert speech_commands.main(["download", "--config", config, "--no-progress"]) == 0
     corpus = exp / "data" / "speech_commands_v0.01"
@@ -157,9 +156,9 @@ def esc50_archive() -> bytes:
     return buf.getvalue()
 
 
-def test_esc50_download_and_prepare_folds(server, tmp_path):  # noqa: F811
+def test_esc50_download_and_prepare_folds(server, tmp_path):
     data = esc50_archive()
-    serve(server, "m/master.zip", data)
+    server.serve("m/master.zip", data)
     exp = tmp_path / "exp"
     config = write_config(tmp_path / "esc.toml", f"""exp_dir = "{exp}"
 [data]
@@ -168,7 +167,7 @@ dev_share = 0.25
 mirror = "{server.base_url}/m"
 checksums = "{tmp_path / 'sums'}"
 """)
-    (tmp_path / "sums").write_text(f"{sha256(data)}  master.zip\n")
+    (tmp_path / "sums").write_text(f"{hashlib.sha256(data).hexdigest()}  master.zip\n")
     assert esc50.main(["download", "--config", config, "--no-progress"]) == 0
     assert (exp / "data" / "ESC-50-master" / "meta" / "esc50.csv").is_file()
     assert esc50.main(["prepare", "--config", config]) == 0
@@ -333,6 +332,7 @@ def test_fsdd_ensemble_trains_seeded_members_and_averages_them(tmp_path, capsys)
         assert "bad ensemble size" in err and "holds weights for 2" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_fsdd_adapt_self_trains_on_the_speakers_unlabelled_clips_and_scores_his_others(tmp_path, capsys):
     torch.set_num_threads(1)
     recordings = fake_fsdd(tmp_path / "rec")

@@ -136,3 +136,84 @@ def test_bad_arguments_are_one_line(args, fragment):
     proc = run(*args)
     assert proc.returncode == 2
     assert_one_line_error(proc, fragment)
+
+
+def test_transcribe_several_files_round_trips_through_score(model_file, tmp_path):
+    """asr transcribe a.wav b.wav > hyp.txt && asr score --ref ref.txt --hyp hyp.txt"""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    proc = run("transcribe", tmp_path / "a.wav", tmp_path / "b.wav", "--model", model_file)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["a", "b"]  # utt_id<TAB>text, the id the stem
+    (tmp_path / "hyp.txt").write_text(proc.stdout)
+    (tmp_path / "ref.txt").write_text("a a\nb the cat\n")
+    proc = run("score", "--ref", tmp_path / "ref.txt", "--hyp", tmp_path / "hyp.txt", "--metric", "wer")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("WER ") and "over 2 utterances" in proc.stdout
+
+
+def test_transcribe_takes_folders_and_manifests(model_file, tmp_path):
+    rng = np.random.default_rng(0)
+    entries = []
+    for i, name in enumerate(("x/u1.flac", "y/u2.wav")):
+        path = tmp_path / "audio" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, (0.1 * rng.standard_normal(8000 + 800 * i)).astype(np.float32), 16000)
+        entries.append({"id": f"utt{i}", "audio_filepath": str(path), "duration": 0.5})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    folder = run("transcribe", tmp_path / "audio", "--model", model_file)
+    assert folder.returncode == 0, folder.stderr
+    assert [line.split("\t")[0] for line in folder.stdout.splitlines()] == ["u1", "u2"]
+    manifest = run("transcribe", tmp_path / "m.jsonl", "--model", model_file, "--format", "all",
+                   "--output-dir", tmp_path / "out")
+    assert manifest.returncode == 0, manifest.stderr
+    for fmt in ("txt", "json", "srt", "vtt", "tsv"):
+        assert (tmp_path / "out" / f"utt0.{fmt}").is_file(), fmt
+    tsv = (tmp_path / "out" / "utt1.tsv").read_text().splitlines()
+    assert tsv[0] == "start\tend\ttext" and all(len(line.split("\t")) == 3 for line in tsv[1:])
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run("transcribe", tmp_path / "empty", "--model", model_file), "no audio files")
+
+
+def test_the_api_decodes_as_the_cli_does_and_keeps_its_decoder(model_file, wav):
+    """transcribe() without options uses the model file's decoding, as asr transcribe does; a
+    decoder is made once per set of options."""
+    import asr
+    from asr.decoding import DecodingOptions
+
+    model = asr.load_model(model_file)
+    first = asr.transcribe(model, str(wav))
+    assert asr.transcribe(model, str(wav)).text == first.text
+    assert list(model._decoders) == [model.decoding]  # one decoder, reused
+    proc = run("transcribe", wav, "--model", model_file)
+    assert proc.stdout.strip() == first.text
+    asr.transcribe(model, str(wav), DecodingOptions(decoder="beam", beam_width=4))
+    assert len(model._decoders) == 2
+    model.close()
+    assert not model._decoders
+
+
+def test_transcribe_without_the_optional_extras(model_file, wav, tmp_path):
+    """`pip install .` without [lm] and [train]: kenlm, tensorboard and matplotlib cannot be
+    imported, greedy transcription works, and beam search with an LM says what to install."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Missing:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('kenlm', 'tensorboard', 'matplotlib'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Missing())\n")
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    proc = subprocess.run([sys.executable, "-m", "asr", "transcribe", str(wav), "--model", str(model_file)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().startswith("a"), proc.stderr
+    (tmp_path / "lm.arpa").write_text("\\data\\\n")
+    proc = subprocess.run([sys.executable, "-m", "asr", "transcribe", str(wav), "--model", str(model_file),
+                           "--lm", str(tmp_path / "lm.arpa")], capture_output=True, text=True, timeout=120, env=env)
+    assert_one_line_error(proc, "kenlm is not installed")

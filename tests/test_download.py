@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import io
 import re
 import socket
 import tarfile
-import threading
-import urllib.parse
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,96 +25,18 @@ from asr.errors import AsrError
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 # --------------------------------------------------------------------------
 # Local server
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class ServerState:
-    root: Path
-    base_url: str = ""
-    ranges: bool = True  # honour Range requests
-    drop_after: int | None = None  # send this many body bytes, then hang up (once)
-    requests: list[tuple[str, str | None]] = field(default_factory=list)
-    statuses: list[int] = field(default_factory=list)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "TestServer/1"
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        state: ServerState = self.server.state
-        range_header = self.headers.get("Range")
-        state.requests.append((self.path, range_header))
-        rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
-        path = (state.root / rel).resolve()
-        if not path.is_relative_to(state.root) or not path.is_file():
-            state.statuses.append(404)
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start, status = 0, 200
-        if range_header and state.ranges:
-            start = int(re.fullmatch(r"bytes=(\d+)-", range_header).group(1))
-            if start >= len(data):
-                state.statuses.append(416)
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = 206
-        body = data[start:]
-        state.statuses.append(status)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes" if state.ranges else "none")
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        if state.drop_after is not None:
-            body, state.drop_after = body[: state.drop_after], None
-            self.close_connection = True
-        self.wfile.write(body)
-        self.wfile.flush()
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = (tmp_path / "www").resolve()
-    root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    httpd.state = ServerState(root=root, base_url=f"http://127.0.0.1:{httpd.server_address[1]}")
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield httpd.state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch):
     monkeypatch.setattr(dl, "RETRY_DELAY_S", 0.0)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def serve(state: ServerState, name: str, data: bytes) -> str:
-    path = state.root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return f"{state.base_url}/{name}"
 
 
 def make_tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> bytes:
@@ -155,54 +73,54 @@ def closed_port() -> int:
 
 
 def test_download_verifies_checksum_and_skips_existing(server, tmp_path):
-    url = serve(server, "data.bin", PAYLOAD)
-    out = download(url, tmp_path / "dl", sha256=sha256(PAYLOAD), progress=False)
+    url = server.serve("data.bin", PAYLOAD)
+    out = download(url, tmp_path / "dl", sha256=_sha256(PAYLOAD), progress=False)
     assert out == tmp_path / "dl" / "data.bin"
     assert out.read_bytes() == PAYLOAD
     assert not (tmp_path / "dl" / "data.bin.part").exists()
     assert server.requests == [("/data.bin", None)]
 
     # the final file matches: no second request
-    again = download(Resource(url, sha256=sha256(PAYLOAD)), tmp_path / "dl", progress=False)
+    again = download(Resource(url, sha256=_sha256(PAYLOAD)), tmp_path / "dl", progress=False)
     assert again == out and len(server.requests) == 1
 
 
 def test_download_md5_and_progress_bar(server, tmp_path, capsys):
-    url = serve(server, "data.bin", PAYLOAD)
+    url = server.serve("data.bin", PAYLOAD)
     out = download(url, tmp_path, md5=hashlib.md5(PAYLOAD).hexdigest(), progress=True)
     assert out.read_bytes() == PAYLOAD
     assert "data.bin" in capsys.readouterr().err
 
 
 def test_checksum_mismatch_raises_and_leaves_nothing(server, tmp_path):
-    url = serve(server, "data.bin", PAYLOAD)
+    url = server.serve("data.bin", PAYLOAD)
     wrong = "0" * 64
     with pytest.raises(AsrError) as excinfo:
         download(url, tmp_path, sha256=wrong, progress=False)
     message = str(excinfo.value)
-    assert "data.bin" in message and wrong in message and sha256(PAYLOAD) in message
+    assert "data.bin" in message and wrong in message and _sha256(PAYLOAD) in message
     assert "\n" not in message
     assert not (tmp_path / "data.bin").exists()
     assert not (tmp_path / "data.bin.part").exists()
 
 
 def test_stale_final_file_is_downloaded_again(server, tmp_path):
-    url = serve(server, "data.bin", PAYLOAD)
+    url = server.serve("data.bin", PAYLOAD)
     (tmp_path / "data.bin").write_bytes(b"old contents")
-    out = download(url, tmp_path, sha256=sha256(PAYLOAD), progress=False)
+    out = download(url, tmp_path, sha256=_sha256(PAYLOAD), progress=False)
     assert out.read_bytes() == PAYLOAD and len(server.requests) == 1
 
 
 def test_interrupted_download_resumes_on_next_call(server, tmp_path):
-    url = serve(server, "data.bin", PAYLOAD)
+    url = server.serve("data.bin", PAYLOAD)
     server.drop_after = 5000
     with pytest.raises(AsrError, match="resume"):
-        download(url, tmp_path, sha256=sha256(PAYLOAD), progress=False, retries=0)
+        download(url, tmp_path, sha256=_sha256(PAYLOAD), progress=False, retries=0)
     part = tmp_path / "data.bin.part"
     assert part.stat().st_size == 5000
     assert not (tmp_path / "data.bin").exists()
 
-    out = download(url, tmp_path, sha256=sha256(PAYLOAD), progress=False, retries=0)
+    out = download(url, tmp_path, sha256=_sha256(PAYLOAD), progress=False, retries=0)
     assert out.read_bytes() == PAYLOAD
     assert server.requests[-1] == ("/data.bin", "bytes=5000-")
     assert server.statuses == [200, 206]
@@ -210,27 +128,27 @@ def test_interrupted_download_resumes_on_next_call(server, tmp_path):
 
 
 def test_interrupted_download_resumes_within_one_call(server, tmp_path):
-    url = serve(server, "data.bin", PAYLOAD)
+    url = server.serve("data.bin", PAYLOAD)
     server.drop_after = 1234
-    out = download(url, tmp_path, sha256=sha256(PAYLOAD), progress=False)
+    out = download(url, tmp_path, sha256=_sha256(PAYLOAD), progress=False)
     assert out.read_bytes() == PAYLOAD
     assert [r for _, r in server.requests] == [None, "bytes=1234-"]
 
 
 def test_server_ignoring_range_starts_over(server, tmp_path):
-    url = serve(server, "data.bin", PAYLOAD)
+    url = server.serve("data.bin", PAYLOAD)
     server.ranges = False
     (tmp_path / "data.bin.part").write_bytes(b"garbage that must be thrown away")
-    out = download(url, tmp_path, sha256=sha256(PAYLOAD), progress=False)
+    out = download(url, tmp_path, sha256=_sha256(PAYLOAD), progress=False)
     assert out.read_bytes() == PAYLOAD
     assert server.requests[0][1] is not None  # a Range was asked for...
     assert server.statuses == [200]  # ...and ignored
 
 
 def test_complete_part_file_is_finished_after_416(server, tmp_path):
-    url = serve(server, "data.bin", PAYLOAD)
+    url = server.serve("data.bin", PAYLOAD)
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD)
-    out = download(url, tmp_path, sha256=sha256(PAYLOAD), progress=False)
+    out = download(url, tmp_path, sha256=_sha256(PAYLOAD), progress=False)
     assert out.read_bytes() == PAYLOAD
     assert server.statuses == [416]
 
@@ -352,7 +270,7 @@ def test_extract_rejects_unknown_and_corrupt_archives(tmp_path):
 
 def test_fetch_from_mirror_with_checksums(server, tmp_path):
     data = make_tar([file_member("LibriSpeech/dev-clean/1/2/1-2.trans.txt", b"1-2-0000 HELLO\n")])
-    serve(server, "mirror/dev-clean.tar.gz", data)
+    server.serve("mirror/dev-clean.tar.gz", data)
     resource = dl.LIBRISPEECH["dev-clean"]
 
     # the built-in digest is the real corpus's: the fixture does not match it
@@ -360,7 +278,7 @@ def test_fetch_from_mirror_with_checksums(server, tmp_path):
         fetch(resource, tmp_path / "dl", tmp_path / "data", mirror=f"{server.base_url}/mirror", progress=False)
 
     sums = tmp_path / "SHA256SUMS"
-    sums.write_text(f"# fixtures\n{sha256(data)}  ./dev-clean.tar.gz\n")
+    sums.write_text(f"# fixtures\n{_sha256(data)}  ./dev-clean.tar.gz\n")
     out = fetch(resource, tmp_path / "dl", tmp_path / "data", mirror=f"{server.base_url}/mirror/",
                 checksums=read_checksum_file(sums), progress=False)
     assert out == tmp_path / "data"
@@ -375,7 +293,7 @@ def test_fetch_from_local_directory_and_plain_files(tmp_path):
     arpa = b"\\data\\\nngram 1=1\n"
     (mirror / "3-gram.pruned.1e-7.arpa.gz").write_bytes(gzip.compress(arpa))
     resource = dl.LIBRISPEECH_LM["3-gram.pruned.1e-7.arpa.gz"]
-    digest = sha256((mirror / resource.filename).read_bytes())
+    digest = _sha256((mirror / resource.filename).read_bytes())
     path = fetch(resource, tmp_path / "dl", tmp_path / "lm", mirror=mirror,
                  checksums={resource.filename: digest}, progress=False)
     assert path == tmp_path / "dl" / "3-gram.pruned.1e-7.arpa.gz"  # not an archive: returned as is
@@ -392,7 +310,7 @@ def test_gunzip_is_atomic(tmp_path):
 
 
 def test_read_checksum_file(tmp_path):
-    a, b = sha256(b"a"), hashlib.md5(b"b").hexdigest()
+    a, b = _sha256(b"a"), hashlib.md5(b"b").hexdigest()
     path = tmp_path / "sums"
     path.write_text(f"{a.upper()}  dir/a.tar.gz\n\n{b} *b.zip\n")
     assert read_checksum_file(path) == {"a.tar.gz": a, "b.zip": b}

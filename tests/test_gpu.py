@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from test_model import bigru_both_paths
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -27,14 +26,14 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32 = before
 
 
-def test_bigru_padded_path_matches_packed_sequences_on_cuda(no_tf32):
+def test_bigru_padded_path_matches_packed_sequences_on_cuda(no_tf32, padded_and_packed):
     """The padded path (the default on every device) gives cuDNN's packed GRU's outputs and gradients."""
     from asr.model import BiGRU
 
     torch.manual_seed(0)
     layer = BiGRU(16, 32, dropout=0.0).cuda()
     assert layer.pack is False
-    runs = bigru_both_paths(layer, torch.randn(5, 40, 16, device="cuda"), torch.tensor([40, 17, 1, 33, 25]))
+    runs = padded_and_packed(layer, torch.randn(5, 40, 16, device="cuda"), torch.tensor([40, 17, 1, 33, 25]))
     (ours, ours_grad, ours_grads), (reference, reference_grad, reference_grads) = runs
     assert (ours[1, 17:] == 0).all() and (ours[2, 1:] == 0).all()
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)

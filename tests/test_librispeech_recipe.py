@@ -1,6 +1,8 @@
 """The LibriSpeech recipe's stages, on tiny data: download/prepare against a loopback
 mirror, and the offline demo end to end."""
 
+import pytest
+import hashlib
 import io
 import subprocess
 import sys
@@ -13,7 +15,6 @@ import torch
 
 from asr.checkpoint import ModelFile
 from asr.recipes.librispeech import main
-from test_download import serve, server, sha256  # noqa: F401  (Range-capable loopback server fixture)
 
 
 def librispeech_tarball(subset: str) -> bytes:
@@ -35,10 +36,10 @@ def librispeech_tarball(subset: str) -> bytes:
     return buf.getvalue()
 
 
-def test_download_and_prepare_from_a_loopback_mirror(server, tmp_path, capsys):  # noqa: F811
+def test_download_and_prepare_from_a_loopback_mirror(server, tmp_path, capsys):
     data = librispeech_tarball("dev-clean")
-    serve(server, "mirror/dev-clean.tar.gz", data)
-    (tmp_path / "SHA256SUMS").write_text(f"{sha256(data)}  dev-clean.tar.gz\n")
+    server.serve("mirror/dev-clean.tar.gz", data)
+    (tmp_path / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  dev-clean.tar.gz\n")
     config = tmp_path / "ls.toml"
     config.write_text(f"""
 [data]
@@ -61,8 +62,8 @@ checksums = "{tmp_path / 'SHA256SUMS'}"
     assert len(server.requests) == before
 
 
-def test_download_refuses_a_tampered_archive(server, tmp_path, capsys):  # noqa: F811
-    serve(server, "mirror/dev-clean.tar.gz", librispeech_tarball("dev-clean"))
+def test_download_refuses_a_tampered_archive(server, tmp_path, capsys):
+    server.serve("mirror/dev-clean.tar.gz", librispeech_tarball("dev-clean"))
     config = tmp_path / "ls.toml"
     config.write_text(f'[data]\ntrain = ["dev-clean"]\ndev = []\ntest = []\n'
                       f'[download]\nmirror = "{server.base_url}/mirror"\n')
@@ -111,6 +112,7 @@ eval_every = 2
 """
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_on_a_tiny_corpus(tmp_path, shared_data, need_espeak, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_DEMO)

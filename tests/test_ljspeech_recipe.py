@@ -79,6 +79,7 @@ def need_kenlm():
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_demo_on_a_tiny_config(tmp_path, shared_data, need_espeak, need_kenlm, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)

@@ -101,6 +101,7 @@ def test_lm_stage_leaves_out_dev_and_test_sentences(experiment):
     assert files.binary.stat().st_mtime_ns == stamp  # restartable: nothing rebuilt
 
 
+@pytest.mark.slow
 @needs_kenlm
 def test_tune_writes_decoding_json_and_the_model_picks_it_up(experiment, tmp_path, capsys):
     best = librispeech.tune(experiment, progress=False)

@@ -44,19 +44,6 @@ def test_encoder_output_dim():
     assert out.shape[-1] == enc.output_dim == 16
 
 
-def bigru_both_paths(layer, x: torch.Tensor, lengths: torch.Tensor) -> list[tuple]:
-    """(output, input gradient, weight gradients) of ``layer`` on the padded path, then packed."""
-    runs = []
-    for pack in (False, True):
-        layer.pack = pack
-        layer.zero_grad()
-        inputs = x.clone().requires_grad_()
-        out = layer(inputs, lengths)
-        out.pow(2).sum().backward()
-        runs.append((out, inputs.grad, [p.grad.clone() for p in layer.parameters()]))
-    return runs
-
-
 def test_fused_recurrence_gradients_are_exact():
     """BiGRURecurrence's hand-written backward against finite differences (float64)."""
     from asr.model import BiGRURecurrence
@@ -69,7 +56,7 @@ def test_fused_recurrence_gradients_are_exact():
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
-def test_fused_bigru_matches_packed_sequences(dtype, atol):
+def test_fused_bigru_matches_packed_sequences(dtype, atol, padded_and_packed):
     """The fused path gives the packed GRU's outputs and gradients, padding ignored."""
     from asr.model import BiGRU
 
@@ -77,13 +64,13 @@ def test_fused_bigru_matches_packed_sequences(dtype, atol):
     layer = BiGRU(6, 5, dropout=0.0).to(dtype)
     x, lengths = torch.randn(4, 9, 6, dtype=dtype), torch.tensor([9, 4, 1, 7])
     assert layer.fused  # the default when training on a CPU
-    fused, reference = bigru_both_paths(layer, x, lengths)
+    fused, reference = padded_and_packed(layer, x, lengths)
     for mine, theirs in zip(fused[:2] + tuple(fused[2]), reference[:2] + tuple(reference[2])):
         assert torch.allclose(mine, theirs, atol=atol, rtol=0)
     assert (fused[0][1, 4:] == 0).all() and (fused[0][2, 1:] == 0).all()
 
 
-def test_bigru_on_padded_batches_matches_packed_sequences():
+def test_bigru_on_padded_batches_matches_packed_sequences(padded_and_packed):
     """Each direction runs on the padded batch; outputs and gradients must be those of the
     packed GRU with the same weights, padding ignored."""
     from asr.model import BiGRU
@@ -91,7 +78,7 @@ def test_bigru_on_padded_batches_matches_packed_sequences():
     torch.manual_seed(0)
     layer = BiGRU(6, 5, dropout=0.0)
     layer.fused = False  # nn.GRU on the padded batch (as on CUDA); the fused path has its own test
-    runs = bigru_both_paths(layer, torch.randn(4, 9, 6), torch.tensor([9, 4, 1, 7]))
+    runs = padded_and_packed(layer, torch.randn(4, 9, 6), torch.tensor([9, 4, 1, 7]))
     (ours, ours_grad, ours_grads), (reference, reference_grad, reference_grads) = runs
     assert torch.allclose(ours, reference, atol=1e-6)
     assert (ours[1, 4:] == 0).all() and (ours[2, 1:] == 0).all()  # zero past each length, as packing gives

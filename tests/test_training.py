@@ -5,20 +5,13 @@ import pytest
 import torch
 
 from asr import checkpoint
-from asr.augment import AugmentConfig, WaveformAugment
 from asr.training import TrainConfig
 from asr.errors import AsrError
 
 
-def waveform_augment():
-    """Every random part of the waveform augmentation on: speed, room, shift, noise, gain."""
-    return WaveformAugment(AugmentConfig(speed_prob=0.5, reverb_prob=0.5, noise_prob=0.5, snr_range=(5.0, 30.0),
-                                         synthetic_noise=True, gain_range=(-6.0, 6.0)))
-
-
 @pytest.mark.parametrize("augment, optimizer", [(False, "adamw"), (True, "adamw"), (False, "muon")],
                          ids=["plain", "waveform-augment", "muon"])
-def test_resume_gives_the_same_weights(ctc_corpus, tmp_path, augment, optimizer, ctc_trainer):
+def test_resume_gives_the_same_weights(ctc_corpus, tmp_path, augment, optimizer, ctc_trainer, waveform_augment):
     """N steps straight == N/2 steps, a resume (fresh process state), N/2 more."""
     transform = waveform_augment if augment else lambda: None
     straight = ctc_trainer(ctc_corpus, tmp_path / "a", transform=transform(), optimizer=optimizer)
@@ -86,17 +79,17 @@ def test_an_update_with_non_finite_gradients_is_skipped(ctc_corpus, tmp_path, ct
     loss_fn, poisoned = trainer.loss_fn, {2}
     trainer.loss_fn = lambda out, batch: loss_fn(out, batch) * (math.nan if trainer.step in poisoned else 1.0)
     batches = trainer.batches()
-    trainer.train_step(next(batches))
-    trainer.train_step(next(batches))
+    trainer.update(next(batches))
+    trainer.update(next(batches))
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    loss, grad_norm = trainer.train_step(next(batches))  # step 3: NaN
+    loss, grad_norm = trainer.update(next(batches))  # step 3: NaN
     assert math.isnan(loss) and math.isnan(grad_norm) and trainer.step == 3
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
-    loss, grad_norm = trainer.train_step(next(batches))
+    loss, grad_norm = trainer.update(next(batches))
     assert math.isfinite(grad_norm) and not all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     poisoned.update(range(4, 100))
     for _ in range(5):
-        trainer.train_step(next(batches))
+        trainer.update(next(batches))
     assert trainer.skipped == 5
     trainer.save_checkpoint()  # the count goes on after a resume
     resumed = ctc_trainer(ctc_corpus, tmp_path, max_steps=30)
@@ -106,7 +99,7 @@ def test_an_update_with_non_finite_gradients_is_skipped(ctc_corpus, tmp_path, ct
     batches = resumed.batches()
     with pytest.raises(AsrError, match="training diverged: 20 updates in a row"):
         for _ in range(25):
-            resumed.train_step(next(batches))
+            resumed.update(next(batches))
     assert resumed.step == 23  # 15 after the resume; the error comes before the 20th counts as a step
 
 
@@ -120,6 +113,7 @@ def test_schedules_with_a_one_step_warm_up_run(ctc_corpus, tmp_path, max_steps, 
     assert trainer.step == max_steps and all(np.isfinite(lrs)) and max(lrs) <= trainer.config.lr
 
 
+@pytest.mark.slow
 def test_time_budget_only_sets_the_length(ctc_corpus, tmp_path, ctc_trainer):
     """A time budget picks max_steps on this machine; with no re-fits the run is the same as one
     given that many steps outright (the probe leaves no trace in RNGs or weights)."""
@@ -157,13 +151,13 @@ def test_time_budget_refits_to_the_pace_it_measures(ctc_corpus, tmp_path, monkey
     budget = TimeBudget(1.0, refits=7, clock=clock)  # 60 s
     monkeypatch.setattr(budget, "probe", lambda trainer: 0.05)  # the probe says 0.05 s a step: 1,140 steps
     trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=1, eval_every=0, callbacks=[budget])
-    fast_step = trainer.train_step
+    fast_step = trainer.update
 
-    def slow_step(batch):  # ten times slower than the probe said
+    def slow_step(micros):  # ten times slower than the probe said
         clock.now += 0.5
-        return fast_step(batch)
+        return fast_step(micros)
 
-    monkeypatch.setattr(trainer, "train_step", slow_step)
+    monkeypatch.setattr(trainer, "update", slow_step)
     trainer.run(progress=False)
     assert trainer.step == trainer.config.max_steps
     elapsed = clock.now - budget.begun
@@ -222,3 +216,14 @@ def test_muon_step_takes_a_closure():
 
     assert optimizer.step(closure).item() > 0
     assert not torch.equal(before, model[0].weight)  # the Muon matrix moved
+
+
+def test_non_finite_updates_are_counted_and_limited_in_all(ctc_corpus, tmp_path, ctc_trainer):
+    """Non-finite updates that never come 20 in a row still stop a run gone wrong, past max_nonfinite,
+    and their count survives a resume."""
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=40, max_nonfinite=5)
+    loss_fn = trainer.loss_fn
+    trainer.loss_fn = lambda out, batch: loss_fn(out, batch) * (math.nan if trainer.step % 2 else 1.0)
+    with pytest.raises(AsrError, match="6 updates had non-finite gradients .more than max_nonfinite = 5."):
+        trainer.run(progress=False)
+    assert trainer.nonfinite == 6 and trainer.skipped == 1

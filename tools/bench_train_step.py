@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
                         help="autocast dtypes to compare (bf16 on a CPU too; fp16 is meant for CUDA)")
     parser.add_argument("--optimizer", nargs="+", default=["adamw"], choices=[*OPTIMIZERS, "muon-bf16", "muon-fp32"],
-                        help="optimizers to compare (TrainConfig.optimizer; muon-bf16 and muon-fp32 force the dtype "
-                             "of Muon's Newton-Schulz products, which muon picks by asr.device.bf16_is_fast)")
+                        help="optimizers to compare (TrainConfig.optimizer; muon-bf16 and muon-fp32 set its "
+                             "muon_precision, which muon leaves at auto: AdamW where bfloat16 is slow)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     blank = CharTokenizer().blank
@@ -68,12 +68,11 @@ def main() -> None:
         model = CTCModel(named_config(args.model, n_mels=args.n_mels))
         config = TrainConfig(max_steps=len(paths) * (args.steps + 2) * len(args.utterance_seconds), lr=1e-4,
                              specaugment=SpecAugmentConfig(freq_width=12, time_width=20, freq_warp=0.12),
-                             device=str(device), precision=precision, optimizer=optimizer.split("-")[0])
+                             device=str(device), precision=precision, optimizer=optimizer.split("-")[0],
+                             muon_precision=optimizer.split("-")[1] if "-" in optimizer else "auto")
         # train_step alone: no data set (the sampler needs only durations) and nothing written to the exp folder
         trainer = Trainer(model, SimpleNamespace(durations=[1.0]), lambda out, batch: ctc_loss(*out, batch, blank),
                           {}, FeatureConfig(n_mels=args.n_mels), config, exp_dir="unused")
-        if "-" in optimizer:
-            trainer.optimizer.muon.ns_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[optimizer.split("-")[1]]
         return trainer, [m for m in model.modules() if isinstance(m, BiGRU)]
 
     print(f"machine: {describe(device)}; torch {torch.__version__}")

@@ -45,6 +45,8 @@ class ESC50Data:
 
 @dataclass
 class ESC50Config(ClassifyConfig):
+    """The ESC-50 (or ESC-10) recipe: the classification config and the corpus and its folds."""
+
     exp_dir: str = "exp/esc50"
     data: ESC50Data = field(default_factory=ESC50Data)
     download: DownloadConfig = field(default_factory=DownloadConfig)
@@ -103,7 +105,7 @@ def prepare(config: ESC50Config) -> None:
         print(f"fold {k}: {describe_splits(labels, splits)}")
 
 
-def train(config: ESC50Config, resume: bool = False, progress: bool = True) -> list[dict]:
+def train(config: ESC50Config, resume: bool = True, progress: bool = True) -> list[dict]:
     results = []
     for k in _folds(config):
         print(f"=== test fold {k}")

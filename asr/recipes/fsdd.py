@@ -65,6 +65,9 @@ class DigitSynthConfig:
 
 @dataclass
 class FSDDConfig(ClassifyConfig):
+    """The FSDD recipe: the classification config, the speaker split (one speaker held out for the
+    test) and the digits spoken by TTS voices that join the training set."""
+
     exp_dir: str = "exp/fsdd"
     data: FSDDData = field(default_factory=FSDDData)
     synth: DigitSynthConfig = field(default_factory=DigitSynthConfig)
@@ -147,7 +150,7 @@ def prepare(config: FSDDConfig, progress: bool = True) -> None:
           + describe_splits(list(DIGITS), splits))
 
 
-def train(config: FSDDConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(config: FSDDConfig, resume: bool = True, progress: bool = True) -> dict:
     return classify.train_stage(config, resume=resume, progress=progress)
 
 
@@ -186,7 +189,7 @@ def lr_find(config: FSDDConfig, progress: bool = True) -> dict:
     return classify.lr_find_stage(config, progress=progress)
 
 
-def demo(config: FSDDConfig, resume: bool = False, progress: bool = True) -> None:
+def demo(config: FSDDConfig, resume: bool = True, progress: bool = True) -> None:
     started = time.perf_counter()
     prepare(config, progress=progress)
     model_path = config.exp / "model.pt"
@@ -207,7 +210,7 @@ def demo(config: FSDDConfig, resume: bool = False, progress: bool = True) -> Non
         print(f"  {100 * result['after'].accuracy:.2f}% on the speaker's clips 0-{config.data.enrol_from - 1} "
               f"({result['after'].total}; {100 * result['before'].accuracy:.2f}% as trained) once the models have "
               f"self-trained on the other {result['enrolled']}, unlabelled (adapt): {result['model']}")
-    print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav")
+    print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav", config.exp)
 
 
 STAGES = {"synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate,

@@ -34,8 +34,6 @@ from pathlib import Path
 
 from asr import experiment
 from asr.config import load_config
-from asr.corpora import read_librispeech, read_ljspeech
-from asr.data import write_manifest
 from asr.errors import AsrError
 from asr.experiment import ASRConfig
 from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data, train_once
@@ -82,18 +80,7 @@ def download(config: LibriSpeechConfig, progress: bool = True) -> None:
 
 def prepare(config: LibriSpeechConfig) -> None:
     """One JSON-lines manifest per subset, under ``<exp>/manifests``."""
-    for subset in dict.fromkeys(config.data.train + config.data.dev + config.data.test):
-        path = config.manifest(subset)
-        if path.exists():
-            continue
-        entries = read_librispeech(config.corpus / subset)
-        write_manifest(entries, path)
-        hours = sum(e["duration"] for e in entries) / 3600
-        print(f"{subset}: {len(entries)} utterances, {hours:.2f} h -> {path}")
-    if config.data.ljspeech and not config.manifest("lj-real").exists():
-        entries = read_ljspeech(shared_data("ljspeech", "LJSpeech-1.1"))
-        write_manifest(entries, config.manifest("lj-real"))
-        print(f"lj-real: {len(entries)} real LJ Speech clips -> {config.manifest('lj-real')}")
+    experiment.prepare(config, shared_data("ljspeech", "LJSpeech-1.1") if config.data.ljspeech else None)
 
 
 def tokenizer(config: LibriSpeechConfig) -> Path:
@@ -101,7 +88,7 @@ def tokenizer(config: LibriSpeechConfig) -> Path:
     return experiment.tokenizer(config, [e["text"] for e in config.entries(config.data.train)])
 
 
-def train(config: LibriSpeechConfig, resume: bool = False, progress: bool = True) -> Path:
+def train(config: LibriSpeechConfig, resume: bool = True, progress: bool = True) -> Path:
     """Train the CTC model; writes ``<exp>/model.pt``, TensorBoard logs and a learning curve."""
     tok = experiment.make_tokenizer(config, [e["text"] for e in config.entries(config.data.train)])
     return experiment.train_ctc(config, tok, config.training_entries(), config.entries(config.data.dev), config.exp,
@@ -153,14 +140,15 @@ def fit_demo_budget(config: LibriSpeechConfig, elapsed_minutes: float) -> LibriS
     return replace(config, train=replace(config.train, time_budget_minutes=left))
 
 
-def demo(config: LibriSpeechConfig, resume: bool = False, progress: bool = True) -> None:
+def demo(config: LibriSpeechConfig, resume: bool = True, progress: bool = True) -> None:
     from asr.lm import kenlm_programs_built
 
     started = time.perf_counter()
     synthesize(config, progress=progress)
     prepare(config)
     model_path = config.exp / "model.pt"
-    if not resume and not model_path.exists():  # a fresh training run (a resumed one keeps its schedule)
+    fresh = not resume or not (config.exp / "checkpoints" / "last.pt").exists()
+    if fresh and not (resume and model_path.exists()):  # a fresh training run (a resumed one keeps its schedule)
         config = fit_demo_budget(config, (time.perf_counter() - started) / 60)
     train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
     if kenlm_programs_built():
@@ -168,7 +156,7 @@ def demo(config: LibriSpeechConfig, resume: bool = False, progress: bool = True)
     else:
         print("KenLM programs not built: no beam+LM rows (run bash tools/build_kenlm.sh, then the tune stage)")
     evaluate(config, progress=progress)
-    print_finish(started, model_path, f"asr transcribe --model {model_path} AUDIO.wav")
+    print_finish(started, model_path, f"asr transcribe --model {model_path} AUDIO.wav", config.exp)
 
 
 STAGES = {"download": download, "prepare": prepare, "lm": lm, "tokenizer": tokenizer, "train": train,

@@ -43,8 +43,7 @@ from asr.errors import AsrError
 from asr.experiment import ASRConfig, SubsetsConfig
 from asr.features import FeatureConfig
 from asr.model import ModelConfig, named_config
-from asr.recipes import recipe_config_path, run_stages, shared_data
-from asr.recipes.librispeech import prepare as prepare_subsets
+from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data
 from asr.recipes.synth import SentenceSynthConfig, synthesize_sentences
 from asr.training import TrainConfig
 
@@ -104,7 +103,7 @@ def synthesize(config: LJConfig, progress: bool = True) -> None:
 
 def prepare(config: LJConfig) -> None:
     """Manifests of the synthetic subsets, and of the real clips: lj-train, lj-dev, lj-test."""
-    prepare_subsets(config)
+    experiment.prepare(config)
     real = ("lj-train", "lj-dev", "lj-test")
     if all(config.manifest(name).exists() for name in real):
         return
@@ -144,14 +143,15 @@ def tokenizer(config: LJConfig) -> Path:
 
 def _train(config: LJConfig, exp_dir: Path, train_entries, dev_entries, schedule: TrainConfig,
            init_from: Path | None, resume: bool, progress: bool) -> Path:
-    """Train unless ``exp_dir/model.pt`` exists; an interrupted run continues from its checkpoint."""
+    """Train unless ``exp_dir/model.pt`` exists; an interrupted run continues from its checkpoint;
+    ``resume=False`` (``--restart``) trains again from the start."""
     path = exp_dir / "model.pt"
-    if path.exists() and not resume:
-        print(f"{path} exists: skipping (delete it, or pass --resume, to train again)")
+    if path.exists() and resume:
+        print(f"{path} exists: skipping (--restart trains again)")
         return path
     tok = experiment.make_tokenizer(config, [e["text"] for e in config.entries(config.data.train)])
     return experiment.train_ctc(config, tok, train_entries, dev_entries, exp_dir, schedule, init_from=init_from,
-                                resume=True, progress=progress)
+                                resume=resume, progress=progress)
 
 
 def _synthetic(config: LJConfig) -> tuple[list[dict], list[dict]]:
@@ -189,12 +189,12 @@ def _subword_config(config: LJConfig) -> LJConfig:
     return replace(config, tokenizer="sentencepiece")
 
 
-def pretrain(config: LJConfig, resume: bool = False, progress: bool = True) -> Path:
+def pretrain(config: LJConfig, resume: bool = True, progress: bool = True) -> Path:
     """The character model, trained on the synthetic speech."""
     return _pretrain(config, "char", resume, progress)
 
 
-def finetune(config: LJConfig, resume: bool = False, progress: bool = True) -> Path:
+def finetune(config: LJConfig, resume: bool = True, progress: bool = True) -> Path:
     """The pretrained character model, trained further on the real lj-train clips."""
     return _finetune(config, "char", resume, progress)
 
@@ -214,7 +214,7 @@ def _tune(config: LJConfig, kind: str, progress: bool) -> DecodingOptions:
     return experiment.tune(model_path, dev, lm(config, progress=progress), config.decoding, progress=progress)
 
 
-def subwords(config: LJConfig, resume: bool = False, progress: bool = True) -> Path:
+def subwords(config: LJConfig, resume: bool = True, progress: bool = True) -> Path:
     """The sentencepiece model: pretrain (from the character model's encoder), fine-tune, tune."""
     tokenizer(config)
     _pretrain(config, "subwords", resume, progress)
@@ -260,7 +260,7 @@ def _tuned(model) -> DecodingOptions:
     return model.decoding
 
 
-def demo(config: LJConfig, resume: bool = False, progress: bool = True) -> list:
+def demo(config: LJConfig, resume: bool = True, progress: bool = True) -> list:
     started = time.perf_counter()
     synthesize(config, progress=progress)
     prepare(config)
@@ -270,12 +270,11 @@ def demo(config: LJConfig, resume: bool = False, progress: bool = True) -> list:
     tune(config, progress=progress)
     subwords(config, resume=resume, progress=progress)
     rows = evaluate(config, progress=progress)
-    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
-    print(f"character model: {config.units('char') / 'finetune' / 'model.pt'}")
     print(f"subword model:   {config.units('subwords') / 'finetune' / 'model.pt'}")
     print(f"language model:  {files.binary}")
-    print(f"try:   asr transcribe --model {config.units('char') / 'finetune' / 'model.pt'} AUDIO.wav"
-          "   (beam+LM with the tuned weights; --decoder greedy for greedy)")
+    char = config.units("char") / "finetune" / "model.pt"
+    print_finish(started, char, f"asr transcribe --model {char} AUDIO.wav   (beam+LM with the tuned weights; "
+                 "--decoder greedy for greedy)", config.exp)
     return rows
 
 

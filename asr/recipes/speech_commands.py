@@ -1,11 +1,8 @@
 """Speech Commands recipe: keyword spotting on v0.01 (30 words) or v0.02 (35 words).
 
-    python -m asr.recipes.speech_commands download --config recipes/speech_commands/config.toml
-    python -m asr.recipes.speech_commands prepare  --config recipes/speech_commands/config.toml
-    python -m asr.recipes.speech_commands lr_find  --config recipes/speech_commands/config.toml
-    python -m asr.recipes.speech_commands train    --config recipes/speech_commands/config.toml [--resume]
-    python -m asr.recipes.speech_commands evaluate --config recipes/speech_commands/config.toml
-    python -m asr.recipes.speech_commands compare  --config recipes/speech_commands/config.toml
+    python -m asr.recipes.speech_commands STAGE --config recipes/speech_commands/config.toml [--resume]
+
+with STAGE download, prepare, lr_find, train, evaluate or compare, in that order; and, offline,
 
     python -m asr.recipes.speech_commands demo [--exp-dir DIR]
 
@@ -79,6 +76,9 @@ class CompareConfig:
 
 @dataclass
 class SpeechCommandsConfig(ClassifyConfig):
+    """The Speech Commands recipe: the classification config, the corpus version and task, the
+    synthetic corpus and the model comparison."""
+
     exp_dir: str = "exp/speech_commands"
     data: SpeechCommandsData = field(default_factory=SpeechCommandsData)
     download: DownloadConfig = field(default_factory=DownloadConfig)
@@ -168,7 +168,7 @@ def prepare(config: SpeechCommandsConfig) -> None:
     print(f"{corpus}: {describe_splits(labels, splits)}; {len(noise)} background noise recordings")
 
 
-def train(config: SpeechCommandsConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(config: SpeechCommandsConfig, resume: bool = True, progress: bool = True) -> dict:
     return classify.train_stage(config, resume=resume, progress=progress)
 
 
@@ -180,7 +180,7 @@ def lr_find(config: SpeechCommandsConfig, progress: bool = True) -> dict:
     return classify.lr_find_stage(config, progress=progress)
 
 
-def compare(config: SpeechCommandsConfig, resume: bool = False, progress: bool = True) -> list[dict]:
+def compare(config: SpeechCommandsConfig, resume: bool = True, progress: bool = True) -> list[dict]:
     """The shared encoder (from scratch, and from an ASR model if ``compare.init_from``) against the baselines."""
     variants = {}
     for kind in config.compare.kinds:
@@ -193,7 +193,7 @@ def compare(config: SpeechCommandsConfig, resume: bool = False, progress: bool =
 
 
 def compare_variants(config: SpeechCommandsConfig, variants: dict[str, tuple[ModelSection, float | None]],
-                  resume: bool = False, progress: bool = True) -> list[dict]:
+                  resume: bool = True, progress: bool = True) -> list[dict]:
     """Train and test several models on the prepared task, one folder each under ``<exp>/compare/``.
 
     ``variants`` maps a name to (model section, peak learning rate or None for
@@ -208,9 +208,9 @@ def compare_variants(config: SpeechCommandsConfig, variants: dict[str, tuple[Mod
         sub = replace(config, exp_dir=str(root / name), model=section,
                       train=replace(config.train, lr=lr) if lr else config.train)
         result_path = sub.exp / "result.json"
-        if result_path.exists() and not resume:
+        if result_path.exists() and resume:
             rows.append(json.loads(result_path.read_text()))
-            print(f"{name}: already done ({100 * rows[-1]['test_accuracy']:.2f}%); delete {result_path} to redo")
+            print(f"{name}: already done ({100 * rows[-1]['test_accuracy']:.2f}%); --restart redoes it")
             continue
         print(f"=== {name}")
         write_task(sub.exp, labels, splits, noise)
@@ -235,14 +235,14 @@ def compare_variants(config: SpeechCommandsConfig, variants: dict[str, tuple[Mod
     return rows
 
 
-def demo(config: SpeechCommandsConfig, resume: bool = False, progress: bool = True) -> None:
+def demo(config: SpeechCommandsConfig, resume: bool = True, progress: bool = True) -> None:
     started = time.perf_counter()
     synthesize(config, progress=progress)
     prepare(config)
     model_path = config.exp / "model.pt"
     train_once(model_path, lambda: train(config, resume=resume, progress=progress), resume)
     evaluate(config, progress=progress)
-    print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav")
+    print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav", config.exp)
 
 
 STAGES = {"download": download, "synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "train": train,
