@@ -86,8 +86,11 @@ class ModelFile:
         if decoding is not None:
             decoding = from_dict(DecodingOptions, decoding, f"{where}: decoding")
             decoding = _absolute(decoding, folder) if folder else decoding
+        features = data.get("feature_config")
+        if isinstance(features, dict) and "level" not in features:
+            features = {**features, "level": "none"}  # written before level existed: features as recorded
         model = cls(task=task, model_config=from_dict(config_type, data.get("model_config"), f"{where}: model_config"),
-                    feature_config=from_dict(FeatureConfig, data.get("feature_config"), f"{where}: feature_config"),
+                    feature_config=from_dict(FeatureConfig, features, f"{where}: feature_config"),
                     weights=data["weights"], tokenizer=data.get("tokenizer"), labels=tuple(data.get("labels") or ()),
                     members=data.get("members", 1), decoding=decoding, provenance=dict(data.get("provenance") or {}))
         if task == "ctc" and not isinstance(model.tokenizer, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,19 @@ def _store(size: int):
                           size, is_master=rank == 0 and not agent, timeout=datetime.timedelta(minutes=30),
                           wait_for_workers=False)
     return dist.PrefixStore(f"asr/restart{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def leave(status: int) -> int:
+    """Return ``status``, or, in a process that joined a process group, leave the group and end
+    the process with ``status`` at once. The interpreter's own teardown of gloo's threads aborts
+    a finished worker now and then ("terminate called without an active exception"), which
+    torchrun would report as a failed run."""
+    if not dist.is_initialized():
+        return status
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def restarted() -> bool:

@@ -35,6 +35,7 @@ class FeatureConfig:
     f_max: float = 0.0  # log-mels: the top of the highest mel band in Hz; 0 = sample_rate / 2
     waveform_sample_rate: int = 8000  # kind "waveform": samples are resampled to this rate
     floor_db: float = 0.0  # log-mels: floor each utterance at its loudest bin minus this many dB; 0 = off
+    level: str = "rms"  # log-mels: "rms" scales each utterance to one RMS level first (recording level irrelevant), or "none"
 
     @property
     def frame_shift(self) -> float:
@@ -105,7 +106,7 @@ class FeatureExtractor(nn.Module):
         """
         if self.config.kind != "logmel":
             return self._other_kinds(audio, lengths)
-        feats = torch.log(self.mel(self._pad(audio)) + 1e-6)
+        feats = torch.log(self.mel(self._pad(self._level(audio, lengths))) + 1e-6)
         frames = self.output_lengths(lengths).clamp(max=feats.shape[-1])
         feats = feats[..., : max(1, int(frames.max()))]
         mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None]
@@ -121,6 +122,19 @@ class FeatureExtractor(nn.Module):
         elif self.config.normalize != "none":
             raise ValueError(f"unknown normalisation {self.config.normalize!r}")
         return feats.masked_fill(~mask, 0.0), frames
+
+    def _level(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Each utterance scaled to an RMS of 0.05 (-26 dBFS) over its own samples, so that the
+        fixed floor of the log (1e-6) sits at the same depth below every recording's level: a
+        speaker recorded at 4 % of full scale gives the same features as one at full scale."""
+        if self.config.level == "none":
+            return audio
+        if self.config.level != "rms":
+            raise ValueError(f"unknown level {self.config.level!r}")
+        audio = audio.float()
+        # one utterance at a time: a sum over the padded row would depend on the batch's padding
+        rms = torch.stack([row[: max(int(n), 1)].double().square().mean().sqrt().float() for row, n in zip(audio, lengths.tolist())])
+        return audio * (0.05 / (rms + 1e-8))[:, None]
 
     def _pad(self, audio: torch.Tensor) -> torch.Tensor:
         """Half a window of silence after the batch, so that every utterance's last frames see

@@ -19,7 +19,11 @@ from asr.data import BucketingBatchSampler, ShardedBatchSampler, split_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-TOLERANCE = 1e-6  # largest weight difference allowed between data-parallel and one-process runs
+# Largest weight difference allowed between data-parallel and one-process runs. The all-reduce
+# sums gradients in another order than one process does (differences near 1e-7, relative), and
+# Adam's normalised steps carry that into the weights at a few 1e-6 after 8 steps at lr 3e-3;
+# another sharding or order of the data moves them by the learning rate's order (1e-3).
+TOLERANCE = 1e-5
 # The residual blocks' first convolution adds a bias that the LayerNorm after it (over the mel axis)
 # cancels: its gradient is zero but for rounding, which Adam turns into steps of the learning rate's
 # size. Such biases change nothing the model computes; the test compares the outputs instead.
@@ -89,7 +93,7 @@ def test_sharded_batches_are_the_whole_batches_cut_in_near_equal_pieces():
 @pytest.mark.slow
 def test_two_processes_train_as_one_with_twice_the_batch(tiny_recipe, tmp_path):
     """2 ranks of 6 s batches = 1 process of 12 s batches = 1 process accumulating two 6 s
-    micro-batches, on the same data order: the same weights to 1e-6, the same log-probs to 1e-5,
+    micro-batches, on the same data order: the same weights to 1e-5 (TOLERANCE), the same log-probs to 1e-5,
     and the same logged losses (the ranks' shares averaged)."""
     runs = {"two": (tiny_recipe("two", max_frames=600), 2), "one": (tiny_recipe("one", max_frames=1200), 1),
             "accumulated": (tiny_recipe("acc", max_frames=600, accumulate=2), 1)}
@@ -108,8 +112,8 @@ def test_two_processes_train_as_one_with_twice_the_batch(tiny_recipe, tmp_path):
     losses = load_training(tmp_path / "one" / "checkpoints" / "last.pt")[1].history["loss"]
     for name in ("two", "accumulated"):
         other = weights(tmp_path / name)
-        worst = max(float((one[k] - other[k]).abs().max()) for k in one if not k.endswith(CANCELLED))
-        assert worst < TOLERANCE, (name, worst)
+        worst, key = max((float((one[k] - other[k]).abs().max()), k) for k in one if not k.endswith(CANCELLED))
+        assert worst < TOLERANCE, (name, key, worst)
         theirs = load_recognizer(tmp_path / name / "model.pt").log_probs(audio, torch.tensor([12000]))[0]
         assert torch.allclose(reference, theirs, atol=1e-5), name
         assert load_training(tmp_path / name / "checkpoints" / "last.pt")[1].history["loss"] == pytest.approx(losses)

@@ -24,8 +24,8 @@ def test_floor_db_floors_each_utterance_below_its_own_peak():
     audio = torch.stack([loud, 0.01 * loud])
     audio[1, 8400:] = 10.0  # past its last frame: must not count as the second utterance's peak
     lengths = torch.tensor([16000, 8000])
-    plain, frames = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none"))(audio, lengths)
-    floored, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none", floor_db=30.0))(audio, lengths)
+    plain, frames = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none", level="none"))(audio, lengths)
+    floored, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="none", level="none", floor_db=30.0))(audio, lengths)
     drop = 30.0 * math.log(10) / 10  # 30 dB in natural-log power
     for i, n in enumerate(frames.tolist()):
         p, f = plain[i, :, :n], floored[i, :, :n]

@@ -24,9 +24,12 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone, installed or not
 
 from asr.data import Batch
 from asr.errors import AsrError

@@ -94,7 +94,9 @@ def esc_table(exps: list[Path]) -> list[str]:
     lines = ["| run | machine | model | fold 1 | fold 2 | fold 3 | fold 4 | fold 5 | mean % |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for exp in exps:
-        summary = exp / "results" / "cv" / "models.json"
+        summary = exp / "results" / "cv" / "compare.json"
+        if not summary.is_file():
+            summary = exp / "results" / "cv" / "models.json"
         if not summary.is_file():
             continue
         record = demo_record(exp)

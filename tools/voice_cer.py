@@ -21,6 +21,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone, installed or not
+
 VOICES = ["flite:slt", "flite:awb", "flite:kal16", "flite:rms", "espeak-ng:en-us", "espeak-ng:en-us+f4"]
 
 

@@ -64,6 +64,13 @@ def print_finish(started: float, model_path: Path, try_command: str, exp: Path |
     print(f"try:   {try_command}")
 
 
+def stage_runner(name: str, stages: dict[str, Callable], make_config: Callable[[str | None, str], object]
+                 ) -> Callable[..., int]:
+    """A recipe's ``main(argv=None)``: ``run_stages`` over its stages, described by ``name``."""
+    description = f"{name} (stages: {', '.join(stages)})"
+    return lambda argv=None: run_stages(description, stages, make_config, argv)
+
+
 def run_stages(description: str, stages: dict[str, Callable], make_config: Callable[[str | None, str], object],
                argv: list[str] | None = None) -> int:
     """Parse ``STAGE [--config FILE] [--exp-dir DIR] [--restart] [--no-progress]`` and run the stage.
@@ -77,7 +84,7 @@ def run_stages(description: str, stages: dict[str, Callable], make_config: Calla
     """
     import inspect
 
-    from asr.distributed import restarted
+    from asr.distributed import leave, restarted
 
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # python -m asr.recipes.<name>
     prog = f"python -m {spec.name}" if spec and spec.name.startswith("asr.recipes.") else None
@@ -105,8 +112,8 @@ def run_stages(description: str, stages: dict[str, Callable], make_config: Calla
         stage(config, **{k: v for k, v in options.items() if k in takes})
     except AsrError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return leave(1)
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return leave(130)
+    return leave(0)

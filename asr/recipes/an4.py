@@ -38,7 +38,7 @@ from asr.data import read_manifest, write_manifest
 from asr.errors import AsrError
 from asr.experiment import ASRConfig, SubsetsConfig
 from asr.model import ModelConfig, named_config
-from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data, train_once
+from asr.recipes import print_finish, recipe_config_path, shared_data, stage_runner, train_once
 from asr.training import TrainConfig
 
 
@@ -356,8 +356,7 @@ STAGES = {"download": download, "prepare": prepare, "synthesize": synthesize, "l
           "train": train, "tune": tune, "evaluate": evaluate, "demo": demo}
 
 
-def main(argv=None) -> int:
-    return run_stages("AN4 recipe (stages: " + ", ".join(STAGES) + ")", STAGES, make_config, argv)
+main = stage_runner("AN4 recipe", STAGES, make_config)
 
 
 if __name__ == "__main__":

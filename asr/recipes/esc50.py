@@ -1,4 +1,4 @@
-"""ESC-50 recipe: environmental sound classification, 50 classes, 5-fold cross-validation.
+"""ESC-50 and ESC-10 recipe: environmental sound classification, 5-fold cross-validation.
 
     python -m asr.recipes.esc50 download --config recipes/esc50/config.toml
     python -m asr.recipes.esc50 prepare  --config recipes/esc50/config.toml
@@ -6,8 +6,14 @@
     python -m asr.recipes.esc50 train    --config recipes/esc50/config.toml [--resume]
     python -m asr.recipes.esc50 evaluate --config recipes/esc50/config.toml
 
+    python -m asr.recipes.esc50 demo --exp-dir exp/esc10
+    python -m asr.recipes.esc50 compare --config recipes/esc50/esc10.toml
+
 ``meta/esc50.csv`` assigns every clip to one of five folds (clips cut from the
-same recording share a fold). For each test fold in ``data.folds`` the model
+same recording share a fold); ESC-10's own layout (``<NNN - Class name>/<fold>-<id>-<take>.ogg``,
+``data.corpus``) names the fold in every file name. ``demo`` runs ESC-10 from the shared data
+offline (``recipes/esc50/esc10.toml``); ``compare`` runs the same folds for every model kind
+of ``[compare]`` and writes one table of them. For each test fold in ``data.folds`` the model
 trains on the other four, with a share of their source recordings held out
 for early stopping, in ``<exp>/fold<k>/``. ``evaluate`` scores every fold and
 the pooled predictions (``<exp>/results/cv/``), and reports the mean accuracy.
@@ -15,9 +21,12 @@ the pooled predictions (``<exp>/results/cv/``), and reports the mean accuracy.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,20 +34,21 @@ import numpy as np
 
 from asr import classify
 from asr.classify import ClassifyConfig
-from asr.reports import Report, write_report
+from asr.reports import Report, write_json, write_report
 from asr.config import load_config
-from asr.corpora import read_esc50
+from asr.corpora import read_esc
 from asr.data import describe_splits, write_task
 from asr.download import DownloadConfig
 from asr.errors import AsrError
-from asr.recipes import recipe_config_path, run_stages
+from asr.recipes import print_finish, recipe_config_path, shared_data, stage_runner
 
 
 @dataclass
 class ESC50Data:
     root: str = "data"  # holds ESC-50-master/ (and downloads/); relative paths are under exp_dir
     folds: tuple[int, ...] = (1, 2, 3, 4, 5)  # the test folds to run
-    esc10: bool = False  # the ESC-10 subset (10 classes) instead of all 50
+    corpus: str = ""  # an ESC-50 or ESC-10 folder; "" = <root>/ESC-50-master (the download)
+    esc10: bool = False  # of ESC-50: the ESC-10 subset (10 classes) instead of all 50
     dev_share: float = 0.1  # share of the training folds' source recordings held out for early stopping
     seed: int = 0
 
@@ -51,8 +61,13 @@ class ESC50Config(ClassifyConfig):
     data: ESC50Data = field(default_factory=ESC50Data)
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
+    compare: tuple[str, ...] = ("cnn2d", "complex_cnn", "m5", "encoder")  # model kinds of the compare stage
+    short_steps: int = 0  # > 0: under ASR_DEMO_SHORT=1 (CI), train.max_steps; the same code path
+
     @property
     def corpus(self) -> Path:
+        if self.data.corpus:
+            return Path(self.data.corpus)
         root = Path(self.data.root)
         return (root if root.is_absolute() else self.exp / root) / "ESC-50-master"
 
@@ -62,8 +77,13 @@ class ESC50Config(ClassifyConfig):
 
 
 def make_config(path: str | None, stage: str) -> ESC50Config:
-    default = recipe_config_path("esc50", "config")
-    return load_config(ESC50Config(), path or (default if default.exists() else None))
+    default = recipe_config_path("esc50", "esc10" if stage == "demo" else "config")
+    config = load_config(ESC50Config(), path or (default if default.exists() else None))
+    if not config.data.corpus and stage == "demo":  # the demo: ESC-10 from the shared data
+        config = replace(config, data=replace(config.data, corpus=str(shared_data("esc10"))))
+    if os.environ.get("ASR_DEMO_SHORT") and config.short_steps:
+        config = replace(config, train=replace(config.train, max_steps=config.short_steps, time_budget_minutes=0.0))
+    return config
 
 
 def _folds(config: ESC50Config) -> tuple[int, ...]:
@@ -89,7 +109,7 @@ def download(config: ESC50Config, progress: bool = True) -> None:
 
 def prepare(config: ESC50Config) -> None:
     """For each test fold: train/dev/test manifests under ``<exp>/fold<k>/``."""
-    entries = read_esc50(config.corpus)
+    entries = read_esc(config.corpus)
     if config.data.esc10:
         entries = [e for e in entries if e["esc10"]]
     labels = [label for _, label in sorted({(e["target"], e["label"]) for e in entries})]
@@ -131,14 +151,54 @@ def evaluate(config: ESC50Config, progress: bool = True) -> dict[int, Report]:
     lines.append(f"mean over {len(accuracies)} folds: {100 * statistics.mean(accuracies):.2f}%{spread}")
     (folder / "folds.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines) + f"\npooled report: {folder / 'report.txt'}")
+    name = config.model.kind + (f" x{config.ensemble}" if config.ensemble > 1 else "")
+    write_json([{"name": name, "folds": accuracies, "mean": statistics.mean(accuracies)}], folder / "models.json")
     return reports
 
 
-STAGES = {"download": download, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate}
+def demo(config: ESC50Config, resume: bool = True, progress: bool = True) -> dict[int, Report]:
+    """Prepare, train and evaluate every fold of the config's corpus (by default ESC-10 from the
+    shared data): the pooled report in ``<exp>/results/cv/``."""
+    started = time.perf_counter()
+    prepare(config)
+    train(config, resume=resume, progress=progress)
+    reports = evaluate(config, progress=progress)
+    print_finish(started, config.fold(_folds(config)[0]).exp / "model.pt",
+                 f"asr classify --model {config.fold(_folds(config)[0]).exp / 'model.pt'} AUDIO.ogg", config.exp)
+    return reports
 
 
-def main(argv=None) -> int:
-    return run_stages("ESC-50 recipe (stages: " + ", ".join(STAGES) + ")", STAGES, make_config, argv)
+def compare(config: ESC50Config, resume: bool = True, progress: bool = True) -> list[dict]:
+    """Every model kind of ``compare`` on the same folds, one folder each under ``<exp>/compare/``;
+    one table (``<exp>/results/cv/models.json`` and ``compare.md``) with the config's own model."""
+    rows = []
+    for kind in config.compare:
+        sub = replace(config, exp_dir=str(config.exp / "compare" / kind),
+                      model=replace(config.model, kind=kind, channels=() if kind != config.model.kind
+                                    else config.model.channels),
+                      features=replace(config.features, kind="logmel"))
+        print(f"=== {kind}")
+        prepare(sub)
+        train(sub, resume=resume, progress=progress)
+        evaluate(sub, progress=progress)
+        rows += json.loads((sub.exp / "results" / "cv" / "models.json").read_text())
+    out = config.exp / "results" / "cv"
+    lines = ["| model | " + " | ".join(f"fold {k}" for k in _folds(config)) + " | mean |",
+             "|---|" + "---:|" * (len(_folds(config)) + 1)]
+    lines += [f"| {r['name']} | " + " | ".join(f"{100 * a:.1f}" for a in r["folds"]) + f" | {100 * r['mean']:.1f} |"
+              for r in rows]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    write_json(rows, out / "compare.json")
+    print("\n".join(lines))
+    return rows
+
+
+STAGES = {"download": download, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate,
+          "demo": demo, "compare": compare}
+
+
+main = stage_runner("ESC-50 recipe", STAGES, make_config)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from asr.config import load_config
 from asr.corpora import DIGITS, read_fsdd
 from asr.data import describe_splits, read_task, write_task
 from asr.errors import AsrError
-from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data, train_once
+from asr.recipes import print_finish, recipe_config_path, shared_data, stage_runner, train_once
 
 
 @dataclass
@@ -217,8 +217,7 @@ STAGES = {"synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "tra
           "adapt": adapt, "demo": demo}
 
 
-def main(argv=None) -> int:
-    return run_stages("FSDD spoken-digit recipe (stages: " + ", ".join(STAGES) + ")", STAGES, make_config, argv)
+main = stage_runner("FSDD spoken-digit recipe", STAGES, make_config)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from asr import experiment
 from asr.config import load_config
 from asr.errors import AsrError
 from asr.experiment import ASRConfig
-from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data, train_once
+from asr.recipes import print_finish, recipe_config_path, shared_data, stage_runner, train_once
 from asr.recipes.synth import SentenceSynthConfig, synthesize_sentences
 
 
@@ -163,8 +163,7 @@ STAGES = {"download": download, "prepare": prepare, "lm": lm, "tokenizer": token
           "tune": tune, "evaluate": evaluate, "synthesize": synthesize, "demo": demo}
 
 
-def main(argv=None) -> int:
-    return run_stages("LibriSpeech recipe (stages: " + ", ".join(STAGES) + ")", STAGES, make_config, argv)
+main = stage_runner("LibriSpeech recipe", STAGES, make_config)
 
 
 if __name__ == "__main__":

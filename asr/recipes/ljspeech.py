@@ -43,7 +43,7 @@ from asr.errors import AsrError
 from asr.experiment import ASRConfig, SubsetsConfig
 from asr.features import FeatureConfig
 from asr.model import ModelConfig, named_config
-from asr.recipes import print_finish, recipe_config_path, run_stages, shared_data
+from asr.recipes import print_finish, recipe_config_path, shared_data, stage_runner
 from asr.recipes.synth import SentenceSynthConfig, synthesize_sentences
 from asr.training import TrainConfig
 
@@ -282,8 +282,7 @@ STAGES = {"synthesize": synthesize, "prepare": prepare, "lm": lm, "pretrain": pr
           "tune": tune, "tokenizer": tokenizer, "subwords": subwords, "evaluate": evaluate, "demo": demo}
 
 
-def main(argv=None) -> int:
-    return run_stages("LJ Speech recipe (stages: " + ", ".join(STAGES) + ")", STAGES, make_config, argv)
+main = stage_runner("LJ Speech recipe", STAGES, make_config)
 
 
 if __name__ == "__main__":

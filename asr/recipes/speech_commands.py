@@ -35,7 +35,7 @@ from asr.corpora import KWS12_LABELS, background_noise_files, read_label_folders
 from asr.data import describe_splits, read_task, write_task
 from asr.download import DownloadConfig
 from asr.errors import AsrError
-from asr.recipes import print_finish, recipe_config_path, run_stages, train_once
+from asr.recipes import print_finish, recipe_config_path, stage_runner, train_once
 from asr.reports import write_json
 
 VERSIONS = ("v0.01", "v0.02", "synthetic")
@@ -249,8 +249,7 @@ STAGES = {"download": download, "synthesize": synthesize, "prepare": prepare, "l
           "evaluate": evaluate, "compare": compare, "demo": demo}
 
 
-def main(argv=None) -> int:
-    return run_stages("Speech Commands recipe (stages: " + ", ".join(STAGES) + ")", STAGES, make_config, argv)
+main = stage_runner("Speech Commands recipe", STAGES, make_config)
 
 
 if __name__ == "__main__":
