@@ -47,24 +47,28 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up: the first call picks and builds the kernel
-    best = float("inf")
+def _best_times(fns, repeats: int) -> list[float]:
+    """The best time of each function over ``repeats`` rounds, the functions taking turns within
+    a round, so that a busy machine slows them alike (a warm-up call each first)."""
+    for fn in fns:
+        fn()  # the first call picks and builds the kernel
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - started)
     return best
 
 
 @functools.cache
 def bf16_speedup() -> float:
     """How many times faster a bfloat16 matrix product is than a float32 one on this CPU
-    (a (320, 960) x (960, 320) product, the size of a Muon update; best of 5 each, a few ms)."""
+    (a (320, 960) x (960, 320) product, the size of a Muon update; best of 20 each, taking
+    turns, so that other work on the machine does not decide it; about 0.1 s)."""
     a = torch.randn(320, 960, generator=torch.Generator().manual_seed(0))  # the global generator is not touched
     b = a.bfloat16()
-    fp32 = _time(lambda: a @ a.T, 5)
-    bf16 = _time(lambda: b @ b.T, 5)
+    fp32, bf16 = _best_times([lambda: a @ a.T, lambda: b @ b.T], 20)
     return fp32 / bf16
 
 
@@ -83,15 +87,22 @@ def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
 
 
 def cpu_model() -> str:
-    """The CPU's marketing name, as the kernel reports it."""
+    """The CPU's marketing name, as the kernel reports it; with its family and model numbers where
+    the name alone says no generation (a virtual machine's "AMD EPYC")."""
+    fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if not any(c.isdigit() for c in name) and "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def describe(device: torch.device | str = "cpu") -> str:

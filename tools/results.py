@@ -40,10 +40,12 @@ def demo_record(exp: Path) -> dict:
 def wer_rows(exp: Path) -> list[tuple[str, str, str, str]]:
     """(set, setup, WER %, CER %) from a results/wer.txt table."""
     rows = []
-    for line in (exp / "results" / "wer.txt").read_text().splitlines()[2:]:
-        parts = line.split()
-        if len(parts) >= 5:
-            rows.append((parts[0], " ".join(parts[1:-3]), parts[-2], parts[-1]))
+    lines = (exp / "results" / "wer.txt").read_text().splitlines()
+    split = lines[0].index("setup")  # a set's name may hold spaces: "lj-test (real)"
+    for line in lines[2:]:
+        parts = line[split:].split()
+        if len(parts) >= 4:
+            rows.append((line[:split].strip(), " ".join(parts[:-3]), parts[-2], parts[-1]))
     return rows
 
 
