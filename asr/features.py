@@ -133,7 +133,8 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"unknown level {self.config.level!r}")
         audio = audio.float()
         # one utterance at a time: a sum over the padded row would depend on the batch's padding
-        rms = torch.stack([row[: max(int(n), 1)].double().square().mean().sqrt().float() for row, n in zip(audio, lengths.tolist())])
+        rms = torch.stack([row[: max(n, 1)].double().square().mean().sqrt().float()
+                           for row, n in zip(audio, lengths.tolist())])
         return audio * (0.05 / (rms + 1e-8))[:, None]
 
     def _pad(self, audio: torch.Tensor) -> torch.Tensor:

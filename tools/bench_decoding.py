@@ -25,16 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone, installed or not
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a CTC model file (model.pt)")
@@ -52,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from asr.corpora import read_ljspeech
+    from asr.device import cpu_model
     from asr.decoding import DecodingOptions, make_decoder
     from asr.errors import AsrError
     from asr.inference import decode_batches, iter_log_probs, load_recognizer

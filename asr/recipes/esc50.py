@@ -21,7 +21,6 @@ the pooled predictions (``<exp>/results/cv/``), and reports the mean accuracy.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import statistics
@@ -151,9 +150,15 @@ def evaluate(config: ESC50Config, progress: bool = True) -> dict[int, Report]:
     lines.append(f"mean over {len(accuracies)} folds: {100 * statistics.mean(accuracies):.2f}%{spread}")
     (folder / "folds.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines) + f"\npooled report: {folder / 'report.txt'}")
-    name = config.model.kind + (f" x{config.ensemble}" if config.ensemble > 1 else "")
-    write_json([{"name": name, "folds": accuracies, "mean": statistics.mean(accuracies)}], folder / "models.json")
+    write_json([summary_row(config, reports)], folder / "models.json")
     return reports
+
+
+def summary_row(config: ESC50Config, reports: dict[int, Report]) -> dict:
+    """One model's row of the cross-validation table: its name, per-fold accuracies and mean."""
+    accuracies = [r.accuracy for r in reports.values()]
+    name = config.model.kind + (f" x{config.ensemble}" if config.ensemble > 1 else "")
+    return {"name": name, "folds": accuracies, "mean": statistics.mean(accuracies)}
 
 
 def demo(config: ESC50Config, resume: bool = True, progress: bool = True) -> dict[int, Report]:
@@ -163,8 +168,8 @@ def demo(config: ESC50Config, resume: bool = True, progress: bool = True) -> dic
     prepare(config)
     train(config, resume=resume, progress=progress)
     reports = evaluate(config, progress=progress)
-    print_finish(started, config.fold(_folds(config)[0]).exp / "model.pt",
-                 f"asr classify --model {config.fold(_folds(config)[0]).exp / 'model.pt'} AUDIO.ogg", config.exp)
+    model = config.fold(_folds(config)[0]).exp / "model.pt"
+    print_finish(started, model, f"asr classify --model {model} AUDIO.ogg", config.exp)
     return reports
 
 
@@ -180,8 +185,7 @@ def compare(config: ESC50Config, resume: bool = True, progress: bool = True) -> 
         print(f"=== {kind}")
         prepare(sub)
         train(sub, resume=resume, progress=progress)
-        evaluate(sub, progress=progress)
-        rows += json.loads((sub.exp / "results" / "cv" / "models.json").read_text())
+        rows.append(summary_row(sub, evaluate(sub, progress=progress)))
     out = config.exp / "results" / "cv"
     lines = ["| model | " + " | ".join(f"fold {k}" for k in _folds(config)) + " | mean |",
              "|---|" + "---:|" * (len(_folds(config)) + 1)]
