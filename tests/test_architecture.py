@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lower first: a module may import only modules before it (functions' own imports included).
 ORDER = [
     "errors", "config", "device", "audio", "text", "download", "reports", "features", "augment", "corpora", "data",
-    "kernels", "model", "lm", "decoding", "scoring", "checkpoint", "inference", "optim", "distributed", "training",
+    "kernels", "model", "lm", "decoding", "scoring", "checkpoint", "inference", "alignment", "optim", "distributed", "training",
     "callbacks", "evaluation", "experiment", "classify", "adaptation", "__init__", "cli", "__main__",
     "recipes", "recipes.tts", "recipes.synth",
 ]

@@ -479,3 +479,84 @@ def test_committed_compare_config_pits_the_asr_encoder_against_every_baseline():
     assert config.features.n_mels == named_config("small").n_mels
     assert config.synth == demo.synth  # the demo's corpus, shared through data.root
     assert (config.exp / config.data.root).resolve() == (demo.exp / demo.data.root).resolve()
+
+
+def an4_digit_tree(root: Path) -> None:
+    """A tiny AN4 folder in the raw big-endian layout: two speakers, digits among other words."""
+    lines = []
+    for s, speaker in enumerate(("fxyz", "mabc")):
+        for n, text in enumerate(("ENTER SIX TWO", "ERASE C Q", "NINE")):
+            utt = f"an{200 + 10 * s + n}-{speaker}-b"
+            t = np.arange(16000) / 16000
+            audio = 0.3 * np.sin(2 * np.pi * (300 + 100 * n + 50 * s) * t)
+            path = root / "wav" / "an4_clstk" / speaker / f"{utt}.raw"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes((audio * 32767).astype(">i2").tobytes())
+            lines.append(f"<s> {text} </s> ({utt})")
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "an4_train.transcription").write_text("\n".join(lines) + "\n")
+
+
+def char_model_file(path: Path) -> Path:
+    from asr.checkpoint import ModelFile
+    from asr.features import FeatureConfig
+    from asr.model import CTCModel, named_config
+    from asr.text import CharTokenizer
+
+    torch.manual_seed(0)
+    config = named_config("small", n_mels=20, cnn_channels=4, n_res_blocks=1, rnn_dim=8, n_rnn_layers=1,
+                          classifier_dim=8)
+    return ModelFile("ctc", config, FeatureConfig(n_mels=20), CTCModel(config).state_dict(),
+                     tokenizer=CharTokenizer().to_dict()).save(path)
+
+
+def test_fsdd_training_set_gets_the_digit_words_of_an4_speakers(tmp_path, capsys):
+    """an4_digits cuts every digit word out of the AN4 utterances (never their other words) with
+    the aligner, at 8 kHz, named as FSDD names clips; prepare adds them to train, never to dev or
+    test. A missing aligner is skipped with a note, or is an error when asked."""
+    an4_digit_tree(tmp_path / "an4")
+    aligner = char_model_file(tmp_path / "aligner.pt")
+    recordings = fake_fsdd(tmp_path / "rec")
+    exp = tmp_path / "exp"
+    extra = f'[an4_digits]\naligner = "{aligner}"\nroot = "{tmp_path / "an4"}"\nmin_score = -100.0\n'
+    config = fsdd_config(tmp_path, recordings, exp, extra=extra)
+    assert fsdd.main(["prepare", "--config", config, "--no-progress"]) == 0
+    clips = sorted(p.name for p in (exp / "data" / "an4_digits").glob("*.wav"))
+    assert clips == ["2_an4-fxyz_1.wav", "2_an4-mabc_1.wav", "6_an4-fxyz_0.wav", "6_an4-mabc_0.wav",
+                     "9_an4-fxyz_2.wav", "9_an4-mabc_2.wav"]
+    for name in clips:
+        info = sf.info(str(exp / "data" / "an4_digits" / name))
+        assert info.samplerate == 8000 and 0.05 < info.duration <= 1.0
+    splits = {s: [json.loads(line) for line in (exp / "manifests" / f"{s}.jsonl").open()] for s in ("train", "dev", "test")}
+    assert sum(e["speaker"].startswith("an4-") for e in splits["train"]) == 6
+    assert not any(e["speaker"].startswith("an4-") for e in splits["dev"] + splits["test"])
+    assert "plus 6 digit words of 2 AN4 speakers" in capsys.readouterr().out
+
+    missing = fsdd_config(tmp_path, recordings, tmp_path / "exp2", extra=extra.replace(str(aligner), "nowhere.pt"))
+    assert fsdd.main(["prepare", "--config", missing]) == 0
+    assert "nowhere.pt not found" in capsys.readouterr().out
+    assert not (tmp_path / "exp2" / "data" / "an4_digits").exists()
+    strict = fsdd_config(tmp_path, recordings, tmp_path / "exp3",
+                         extra=extra.replace(str(aligner), "nowhere.pt") + 'if_missing = "error"\n')
+    assert fsdd.main(["prepare", "--config", strict]) == 1
+    assert "run python -m asr.recipes.an4 demo first" in capsys.readouterr().err
+
+
+def test_fsdd_cv_holds_out_each_speaker_in_turn(tmp_path, capsys):
+    torch.set_num_threads(1)
+    recordings = fake_fsdd(tmp_path / "rec", speakers=("ann", "bob", "cat"), per_digit=6)
+    exp = tmp_path / "exp"
+    config = write_config(tmp_path / "cv.toml",  # no dev speaker: the others' clips 0-4 validate
+                          Path(fsdd_config(tmp_path, recordings, exp)).read_text().replace('dev_speaker = "bob"', ""))
+    assert fsdd.main(["cv", "--config", config, "--no-progress"]) == 0
+    result = json.loads((exp / "results" / "cv" / "speakers.json").read_text())
+    assert sorted(result["speakers"]) == ["ann", "bob", "cat"]
+    for speaker in ("ann", "bob", "cat"):
+        test = [json.loads(line) for line in (exp / "cv" / speaker / "manifests" / "test.jsonl").open()]
+        train = [json.loads(line) for line in (exp / "cv" / speaker / "manifests" / "train.jsonl").open()]
+        assert {e["speaker"] for e in test} == {speaker} and speaker not in {e["speaker"] for e in train}
+        report = (exp / "cv" / speaker / "results" / "test" / "report.txt").read_text()
+        assert f"{100 * result['speakers'][speaker]['test']:.2f}%" in report
+    accuracies = [row["test"] for row in result["speakers"].values()]
+    assert result["mean"]["test"] == pytest.approx(sum(accuracies) / 3)
+    assert "mean over 3 held-out speakers" in capsys.readouterr().out

@@ -7,6 +7,7 @@
     python -m asr.recipes.fsdd adapt
 
     python -m asr.recipes.fsdd demo [--exp-dir DIR]
+    python -m asr.recipes.fsdd cv   [--config ...]   # each speaker held out in turn: the mean
 
 FSDD (``{digit}_{speaker}_{index}.wav``, 8 kHz) is in the shared data folder, so
 every stage runs offline. One speaker is held out for testing; the model trains
@@ -21,7 +22,10 @@ and after, on the other half.
 
 With ``synth.per_voice`` > 0 the training set also gets the digits spoken by
 the TTS voices (``synthesize``, offline), written in the FSDD layout at 8 kHz:
-many more voices than the corpus's few speakers. Dev and test stay real.
+many more voices than the corpus's few speakers. With ``an4_digits.aligner`` set to a
+character model (the AN4 demo's), the training set also gets real speakers: the digit
+words of AN4's training part (74 speakers), cut out by forced alignment (``an4_digits``).
+Dev and test stay FSDD's.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from asr import classify
@@ -64,17 +68,35 @@ class DigitSynthConfig:
 
 
 @dataclass
+class AN4DigitsConfig:
+    """Extra real speakers: the digit words that AN4's training speakers say, cut out of their
+    utterances by forced alignment, written in the FSDD layout at 8 kHz."""
+
+    aligner: str = ""  # a character CTC model that reads AN4 (the AN4 demo's exp/an4/model.pt); "" = off
+    root: str = ""  # an AN4 folder (raw or SPHERE layout); default: the shared data's an4
+    pad: float = 0.15  # seconds kept on each side of a word's aligned span (never past the gap's midpoint)
+    min_score: float = -0.5  # words aligned less surely (mean log-probability of their tokens) are left out
+    if_missing: str = "skip"  # the aligner file is missing: "skip" (train without) or "error"
+
+
+@dataclass
 class FSDDConfig(ClassifyConfig):
     """The FSDD recipe: the classification config, the speaker split (one speaker held out for the
     test) and the digits spoken by TTS voices that join the training set."""
 
     exp_dir: str = "exp/fsdd"
+    data_dir: str = ""  # the generated training clips (TTS, AN4 digits); "" = <exp_dir>/data
     data: FSDDData = field(default_factory=FSDDData)
     synth: DigitSynthConfig = field(default_factory=DigitSynthConfig)
+    an4_digits: AN4DigitsConfig = field(default_factory=AN4DigitsConfig)
 
     @property
     def tts_dir(self) -> Path:
-        return self.exp / "data" / "tts_digits"
+        return (Path(self.data_dir) if self.data_dir else self.exp / "data") / "tts_digits"
+
+    @property
+    def an4_dir(self) -> Path:
+        return (Path(self.data_dir) if self.data_dir else self.exp / "data") / "an4_digits"
 
 
 def make_config(path: str | None, stage: str) -> FSDDConfig:
@@ -120,9 +142,67 @@ def synthesize(config: FSDDConfig, progress: bool = True) -> None:
     print(f"{len(jobs)} TTS digit clips ({len(voices)} voices) in {out}")
 
 
+def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
+    """Cut every digit word (zero to nine) out of AN4's training utterances with the aligner model
+    into ``<exp>/data/an4_digits/{digit}_an4-{speaker}_{n}.wav`` (8 kHz, as FSDD). None when the
+    aligner is not set, or is missing and ``if_missing`` is "skip"."""
+    import soundfile as sf
+    import torchaudio.functional as AF
+    from tqdm import tqdm
+
+    from asr.alignment import align_words, cut_points
+    from asr.audio import to_mono_16k
+    from asr.corpora import read_an4, read_an4_audio
+    from asr.inference import load_recognizer
+
+    s = config.an4_digits
+    if not s.aligner:
+        return None
+    if not Path(s.aligner).exists():
+        if s.if_missing == "skip":
+            print(f"an4_digits: {s.aligner} not found (run the AN4 demo first); training without AN4's speakers")
+            return None
+        raise AsrError(f"an4_digits.aligner {s.aligner} not found: run python -m asr.recipes.an4 demo first")
+    out = config.an4_dir
+    marker = out / ".done.json"
+    stamp = json.dumps(asdict(s), sort_keys=True)
+    if marker.exists():
+        if json.loads(marker.read_text())["settings"] != stamp:
+            raise AsrError(f"{out} was made with other an4_digits settings; delete it to make it again")
+        return out
+    root = Path(s.root) if s.root else shared_data("an4")
+    utterances = [e for e in read_an4(root, "train") if set(e["text"].split()) & set(DIGITS)]
+    model = load_recognizer(s.aligner)
+    out.mkdir(parents=True, exist_ok=True)
+    counts, kept, dropped = {}, 0, 0
+    for e in tqdm(utterances, desc="aligning AN4", unit="utt", disable=not progress):
+        samples, rate = read_an4_audio(e["source"])
+        audio = to_mono_16k(samples, rate)
+        spans = align_words(model, audio, e["text"])
+        for span, (start, end) in zip(spans, cut_points(spans, audio.numel() / 16000, s.pad)):
+            if span.word not in DIGITS:
+                continue
+            if span.score < s.min_score:
+                dropped += 1
+                continue
+            n = counts[e["speaker"]] = counts.get(e["speaker"], -1) + 1
+            clip = AF.resample(audio[int(start * 16000): int(end * 16000)], 16000, 8000)
+            sf.write(str(out / f"{DIGITS.index(span.word)}_an4-{e['speaker']}_{n}.wav"), clip.numpy(), 8000,
+                     format="WAV", subtype="PCM_16")
+            kept += 1
+    marker.write_text(json.dumps({"settings": stamp, "clips": kept, "left_out": dropped, "speakers": len(counts)}))
+    print(f"{kept} digit words of {len(counts)} AN4 speakers cut out with {s.aligner} "
+          f"({dropped} aligned less surely than {s.min_score} left out) -> {out}")
+    return out
+
+
+def _recordings(config: FSDDConfig) -> Path:
+    return Path(config.data.recordings) if config.data.recordings else shared_data("fsdd", "recordings")
+
+
 def prepare(config: FSDDConfig, progress: bool = True) -> None:
     """Manifests for a speaker-independent split: train, dev (one speaker), test (another)."""
-    root = Path(config.data.recordings) if config.data.recordings else shared_data("fsdd", "recordings")
+    root = _recordings(config)
     entries = read_fsdd(root)
     speakers = sorted({e["speaker"] for e in entries})
     test, dev = config.data.test_speaker, config.data.dev_speaker
@@ -145,6 +225,10 @@ def prepare(config: FSDDConfig, progress: bool = True) -> None:
         tts = read_fsdd(config.tts_dir)
         splits["train"] += tts
         held += f"; plus {len(tts)} TTS clips of {len({e['speaker'] for e in tts})} voices"
+    if an4_digits(config, progress=progress):
+        an4 = read_fsdd(config.an4_dir)
+        splits["train"] += an4
+        held += f"; plus {len(an4)} digit words of {len({e['speaker'] for e in an4})} AN4 speakers"
     write_task(config.exp, list(DIGITS), splits)
     print(f"FSDD from {root}: train speakers {', '.join(train_speakers)} ({held}); test speaker {test}; "
           + describe_splits(list(DIGITS), splits))
@@ -213,8 +297,38 @@ def demo(config: FSDDConfig, resume: bool = True, progress: bool = True) -> None
     print_finish(started, model_path, f"asr classify --model {model_path} --top-k 3 AUDIO.wav", config.exp)
 
 
-STAGES = {"synthesize": synthesize, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate,
-          "adapt": adapt, "demo": demo}
+def cv(config: FSDDConfig, resume: bool = True, progress: bool = True) -> dict:
+    """Every speaker held out in turn: prepare, train and evaluate in ``<exp>/cv/<speaker>/`` (the
+    generated clips shared), then each speaker's accuracy and the mean in ``<exp>/results/cv/``."""
+    import statistics
+
+    from asr.reports import write_json
+
+    speakers = sorted({e["speaker"] for e in read_fsdd(_recordings(config))})
+    data_dir = config.data_dir or str(config.exp / "data")
+    reports = {}
+    for speaker in speakers:
+        print(f"=== held-out speaker {speaker}")
+        sub = replace(config, exp_dir=str(config.exp / "cv" / speaker), data_dir=data_dir,
+                      data=replace(config.data, test_speaker=speaker, dev_speaker=""))
+        prepare(sub, progress=progress)
+        train_once(sub.exp / "model.pt", lambda: train(sub, resume=resume, progress=progress), resume)
+        reports[speaker] = evaluate(sub, progress=progress)
+    rows = {s: {k: r[k].accuracy for k in ("test", "test-adapted") if k in r} for s, r in reports.items()}
+    means = {k: statistics.mean(row[k] for row in rows.values()) for k in next(iter(rows.values()))}
+    out = config.exp / "results" / "cv"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json({"speakers": rows, "mean": means}, out / "speakers.json")
+    lines = [f"{s}: " + ", ".join(f"{k} {100 * a:.2f}%" for k, a in row.items()) for s, row in rows.items()]
+    lines.append(f"mean over {len(rows)} held-out speakers: " + ", ".join(f"{k} {100 * a:.2f}%"
+                                                                          for k, a in means.items()))
+    (out / "speakers.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return {"speakers": rows, "mean": means}
+
+
+STAGES = {"synthesize": synthesize, "an4_digits": an4_digits, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate,
+          "adapt": adapt, "demo": demo, "cv": cv}
 
 
 main = stage_runner("FSDD spoken-digit recipe", STAGES, make_config)
