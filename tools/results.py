@@ -85,11 +85,34 @@ def fsdd_table(exps: list[Path]) -> list[str]:
             metrics = exp / folder / "metrics.json"
             if metrics.is_file():
                 rows.append((what, models, 100 * json.loads(metrics.read_text())["accuracy"]))
+        cv = exp / "results" / "cv" / "speakers.json"
+        if cv.is_file():  # python -m asr.recipes.fsdd cv: each speaker held out in turn
+            result = json.loads(cv.read_text())
+            speakers = ", ".join(f"{s} {100 * row['test']:.1f}" for s, row in result["speakers"].items())
+            first = exp / "cv" / next(iter(result["speakers"]))
+            rows.append((f"each speaker held out in turn ({speakers}): mean", cv_models(first),
+                         100 * result["mean"]["test"]))
+            model = first / "model.pt"
+        else:
+            model = exp / "model.pt"
         for i, (what, models, accuracy) in enumerate(rows):
             label = f"`{exp}`" if i == 0 else ""
-            cell = machine_cell(provenance(exp / "model.pt"), record) if i == 0 else ""
+            cell = machine_cell(provenance(model), record) if i == 0 else ""
             lines.append(f"| {label} | {cell} | {what} | {models} | {accuracy:.1f} |")
     return lines
+
+
+def cv_models(exp: Path) -> str:
+    """What a cross-validation run trained, from its config: the model, its start, its extra data."""
+    config = json.loads((exp / "config.json").read_text())
+    model, extra = config["model"], []
+    start = f" from {Path(model['init_from']).parent.name}'s encoder" if model.get("init_from") else ""
+    if config.get("synth", {}).get("per_voice"):
+        extra.append("TTS digits")
+    if config.get("an4_digits", {}).get("aligner"):
+        extra.append("AN4 digit words")
+    members = f" x{config['ensemble']}" if config.get("ensemble", 1) > 1 else ""
+    return f"{model['kind']}{members}{start}" + (f"; + {', '.join(extra)}" if extra else "")
 
 
 def esc_table(exps: list[Path]) -> list[str]:

@@ -14,8 +14,9 @@ same recording share a fold); ESC-10's own layout (``<NNN - Class name>/<fold>-<
 ``data.corpus``) names the fold in every file name. ``demo`` runs ESC-10 from the shared data
 offline (``recipes/esc50/esc10.toml``); ``compare`` runs the same folds for every model kind
 of ``[compare]`` and writes one table of them. For each test fold in ``data.folds`` the model
-trains on the other four, with a share of their source recordings held out
-for early stopping, in ``<exp>/fold<k>/``. ``evaluate`` scores every fold and
+trains on the other four, in ``<exp>/fold<k>/``, with a share of their source recordings
+held out for early stopping (``data.dev_share``; 0, as the ESC-10 demo has it: none, and the
+model at the end of its schedule is kept). ``evaluate`` scores every fold and
 the pooled predictions (``<exp>/results/cv/``), and reports the mean accuracy.
 """
 
@@ -48,7 +49,7 @@ class ESC50Data:
     folds: tuple[int, ...] = (1, 2, 3, 4, 5)  # the test folds to run
     corpus: str = ""  # an ESC-50 or ESC-10 folder; "" = <root>/ESC-50-master (the download)
     esc10: bool = False  # of ESC-50: the ESC-10 subset (10 classes) instead of all 50
-    dev_share: float = 0.1  # share of the training folds' source recordings held out for early stopping
+    dev_share: float = 0.1  # share of the training folds' source recordings held out for early stopping (0: none)
     seed: int = 0
 
 

@@ -304,6 +304,7 @@ def cv(config: FSDDConfig, resume: bool = True, progress: bool = True) -> dict:
 
     from asr.reports import write_json
 
+    started = time.perf_counter()
     speakers = sorted({e["speaker"] for e in read_fsdd(_recordings(config))})
     data_dir = config.data_dir or str(config.exp / "data")
     reports = {}
@@ -324,6 +325,8 @@ def cv(config: FSDDConfig, resume: bool = True, progress: bool = True) -> dict:
                                                                           for k, a in means.items()))
     (out / "speakers.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    model = config.exp / "cv" / speakers[0] / "model.pt"
+    print_finish(started, model, f"asr classify --model {model} AUDIO.wav", config.exp)
     return {"speakers": rows, "mean": means}
 
 
