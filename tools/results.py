@@ -106,7 +106,7 @@ def cv_models(exp: Path) -> str:
     """What a cross-validation run trained, from its config: the model, its start, its extra data."""
     config = json.loads((exp / "config.json").read_text())
     model, extra = config["model"], []
-    start = f" from {Path(model['init_from']).parent.name}'s encoder" if model.get("init_from") else ""
+    start = " from an ASR model's encoder" if model.get("init_from") else ""
     if config.get("synth", {}).get("per_voice"):
         extra.append("TTS digits")
     if config.get("an4_digits", {}).get("aligner"):

@@ -48,6 +48,7 @@ class ESC50Data:
     root: str = "data"  # holds ESC-50-master/ (and downloads/); relative paths are under exp_dir
     folds: tuple[int, ...] = (1, 2, 3, 4, 5)  # the test folds to run
     corpus: str = ""  # an ESC-50 or ESC-10 folder; "" = <root>/ESC-50-master (the download)
+    shared: str = ""  # with no corpus: this folder of the shared data ("esc10"), the demo's default
     esc10: bool = False  # of ESC-50: the ESC-10 subset (10 classes) instead of all 50
     dev_share: float = 0.1  # share of the training folds' source recordings held out for early stopping (0: none)
     seed: int = 0
@@ -68,6 +69,8 @@ class ESC50Config(ClassifyConfig):
     def corpus(self) -> Path:
         if self.data.corpus:
             return Path(self.data.corpus)
+        if self.data.shared:
+            return shared_data(self.data.shared)
         root = Path(self.data.root)
         return (root if root.is_absolute() else self.exp / root) / "ESC-50-master"
 
