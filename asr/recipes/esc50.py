@@ -82,8 +82,8 @@ class ESC50Config(ClassifyConfig):
 def make_config(path: str | None, stage: str) -> ESC50Config:
     default = recipe_config_path("esc50", "esc10" if stage == "demo" else "config")
     config = load_config(ESC50Config(), path or (default if default.exists() else None))
-    if not config.data.corpus and stage == "demo":  # the demo: ESC-10 from the shared data
-        config = replace(config, data=replace(config.data, corpus=str(shared_data("esc10"))))
+    if stage == "demo" and not (config.data.corpus or config.data.shared):  # the demo: ESC-10 from the shared data
+        config = replace(config, data=replace(config.data, shared="esc10"))
     if os.environ.get("ASR_DEMO_SHORT") and config.short_steps:
         config = replace(config, train=replace(config.train, max_steps=config.short_steps, time_budget_minutes=0.0))
     return config

@@ -91,12 +91,16 @@ class FSDDConfig(ClassifyConfig):
     an4_digits: AN4DigitsConfig = field(default_factory=AN4DigitsConfig)
 
     @property
+    def generated(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else self.exp / "data"
+
+    @property
     def tts_dir(self) -> Path:
-        return (Path(self.data_dir) if self.data_dir else self.exp / "data") / "tts_digits"
+        return self.generated / "tts_digits"
 
     @property
     def an4_dir(self) -> Path:
-        return (Path(self.data_dir) if self.data_dir else self.exp / "data") / "an4_digits"
+        return self.generated / "an4_digits"
 
 
 def make_config(path: str | None, stage: str) -> FSDDConfig:
@@ -151,7 +155,7 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
     from tqdm import tqdm
 
     from asr.alignment import align_words, cut_points
-    from asr.audio import to_mono_16k
+    from asr.audio import SAMPLE_RATE, to_mono_16k
     from asr.corpora import read_an4, read_an4_audio
     from asr.inference import load_recognizer
 
@@ -165,7 +169,8 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
         raise AsrError(f"an4_digits.aligner {s.aligner} not found: run python -m asr.recipes.an4 demo first")
     out = config.an4_dir
     marker = out / ".done.json"
-    stamp = json.dumps(asdict(s), sort_keys=True)
+    shaping = {k: v for k, v in asdict(s).items() if k != "if_missing"}  # the settings that shape the clips
+    stamp = json.dumps(shaping, sort_keys=True)
     if marker.exists():
         if json.loads(marker.read_text())["settings"] != stamp:
             raise AsrError(f"{out} was made with other an4_digits settings; delete it to make it again")
@@ -179,14 +184,14 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
         samples, rate = read_an4_audio(e["source"])
         audio = to_mono_16k(samples, rate)
         spans = align_words(model, audio, e["text"])
-        for span, (start, end) in zip(spans, cut_points(spans, audio.numel() / 16000, s.pad)):
+        for span, (start, end) in zip(spans, cut_points(spans, audio.numel() / SAMPLE_RATE, s.pad)):
             if span.word not in DIGITS:
                 continue
             if span.score < s.min_score:
                 dropped += 1
                 continue
             n = counts[e["speaker"]] = counts.get(e["speaker"], -1) + 1
-            clip = AF.resample(audio[int(start * 16000): int(end * 16000)], 16000, 8000)
+            clip = AF.resample(audio[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)], SAMPLE_RATE, 8000)
             sf.write(str(out / f"{DIGITS.index(span.word)}_an4-{e['speaker']}_{n}.wav"), clip.numpy(), 8000,
                      format="WAV", subtype="PCM_16")
             kept += 1
@@ -306,7 +311,7 @@ def cv(config: FSDDConfig, resume: bool = True, progress: bool = True) -> dict:
 
     started = time.perf_counter()
     speakers = sorted({e["speaker"] for e in read_fsdd(_recordings(config))})
-    data_dir = config.data_dir or str(config.exp / "data")
+    data_dir = str(config.generated)
     reports = {}
     for speaker in speakers:
         print(f"=== held-out speaker {speaker}")
@@ -330,8 +335,8 @@ def cv(config: FSDDConfig, resume: bool = True, progress: bool = True) -> dict:
     return {"speakers": rows, "mean": means}
 
 
-STAGES = {"synthesize": synthesize, "an4_digits": an4_digits, "prepare": prepare, "lr_find": lr_find, "train": train, "evaluate": evaluate,
-          "adapt": adapt, "demo": demo, "cv": cv}
+STAGES = {"synthesize": synthesize, "an4_digits": an4_digits, "prepare": prepare, "lr_find": lr_find,
+          "train": train, "evaluate": evaluate, "adapt": adapt, "demo": demo, "cv": cv}
 
 
 main = stage_runner("FSDD spoken-digit recipe", STAGES, make_config)
