@@ -56,16 +56,18 @@ class TimeBudget(Callback):
     planned steps or of the budget, whichever comes first, to the pace measured since the
     last re-fit (dev evaluations and checkpoints included): only the pace after the last
     re-fit goes uncorrected. A probe far slower than ``expected`` (the config's (low, high)
-    seconds a step) prints one line that names the likely cause. A resumed run keeps the
-    length it had. ``clock`` is ``time.monotonic`` unless a test gives another.
+    seconds a step) prints one line that names the likely cause. ``max_steps`` (> 0) caps every
+    plan: a fast machine stops there, early, and a slow one gets fewer steps instead of a longer
+    run. A resumed run keeps the length it had. ``clock`` is ``time.monotonic`` unless a test
+    gives another.
     """
 
     SLOW_FACTOR = 1.5  # a probed step this many times the expected upper bound is "far slower"
 
     def __init__(self, minutes: float, refits: int = 7, expected: tuple[float, ...] = (), probe_steps: int = 6,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.minutes, self.refits, self.expected, self.probe_steps, self.clock = (
-            minutes, refits, tuple(expected), probe_steps, clock)
+                 clock: Callable[[], float] = time.monotonic, max_steps: int = 0) -> None:
+        self.minutes, self.refits, self.expected, self.probe_steps, self.clock, self.cap = (
+            minutes, refits, tuple(expected), probe_steps, clock, max_steps)
         self.plan: list[tuple[int, float]] = []
 
     def on_train_start(self, trainer) -> None:
@@ -75,12 +77,15 @@ class TimeBudget(Callback):
         self.begun = self.clock()
         self.deadline = self.begun + budget
         per_step = self.probe(trainer)
-        steps = trainer.set_max_steps(max(10, int(budget * 0.95 / per_step)))
-        print(f"time budget {self.minutes:g} min: {steps} steps on this machine")
+        steps = max(10, int(budget * 0.95 / per_step))
+        steps = trainer.set_max_steps(min(steps, self.cap) if self.cap > 0 else steps)
+        capped = " (its cap)" if steps == self.cap else ""
+        print(f"time budget {self.minutes:g} min: {steps} steps on this machine{capped}")
         self._check_pace(trainer, per_step)
         n = self.refits
         self.plan = [(steps * k // (n + 1), self.begun + budget * k / (n + 1)) for k in range(1, n + 1)]
-        self.last_step, self.last_time, self.limit = 0, self.clock(), 4 * steps  # a disturbed probe costs little
+        self.limit = min(4 * steps, self.cap) if self.cap > 0 else 4 * steps  # a disturbed probe costs little
+        self.last_step, self.last_time = 0, self.clock()
 
     def probe(self, trainer) -> float:
         """Seconds per update on typical batches (the median; the first update warms up)."""
@@ -269,6 +274,7 @@ def standard(config, exp_dir, ylabel: str = "loss") -> list[Callback]:
     exp_dir = Path(exp_dir)
     callbacks: list[Callback] = []
     if config.time_budget_minutes > 0:
-        callbacks.append(TimeBudget(config.time_budget_minutes, config.budget_refits, config.expected_step_seconds))
+        callbacks.append(TimeBudget(config.time_budget_minutes, config.budget_refits, config.expected_step_seconds,
+                                    max_steps=config.budget_max_steps))
     return callbacks + [TensorBoardLogger(exp_dir / "tensorboard"), LearningCurve(exp_dir / "learning_curve.png",
                                                                                    ylabel)]

@@ -109,6 +109,9 @@ class ClassifyConfig:
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off
+    # mixup as between-class learning (Tokozume et al. 2018): the audio mixing ratio allows for the two
+    # clips' loudness, so that a quiet clip is heard in the mixture at the share its label gets
+    mixup_by_loudness: bool = False
     ensemble: int = 1  # models trained from seeds train.seed, train.seed + 1, ...; their probabilities averaged
     # evaluate: also score each set with BatchNorm statistics re-estimated on its own clips (unlabelled),
     # under results/<set>-adapted/ (adapt_batchnorm)
@@ -225,10 +228,26 @@ class MixupCollate:
     """``collate``, then mixup (Zhang et al. 2018): each clip of the batch is mixed with
     another clip of the same batch, ``w * a + (1 - w) * b`` with ``w`` drawn from
     Beta(alpha, alpha) and folded to at least 0.5, and the loss weighs both labels
-    by ``w`` and ``1 - w``. Draws from torch's global generator, so resume is exact."""
+    by ``w`` and ``1 - w``. Draws from torch's global generator, so resume is exact.
 
-    def __init__(self, alpha: float) -> None:
-        self.alpha = alpha
+    ``by_loudness`` mixes as between-class learning does (Tokozume et al. 2018): with
+    ``g_a``, ``g_b`` each clip's loudest 0.1 s in dB, the audio is
+    ``(p * a + (1 - p) * b) / sqrt(p**2 + (1 - p)**2)`` with
+    ``p = 1 / (1 + 10**((g_a - g_b) / 20) * (1 - w) / w)``: a clip 20 dB quieter than its
+    partner is not lost under it, and each label keeps the weight ``w`` it is heard at."""
+
+    WINDOW = 1600  # samples of the loudness windows (0.1 s at 16 kHz)
+
+    def __init__(self, alpha: float, by_loudness: bool = False) -> None:
+        self.alpha, self.by_loudness = alpha, by_loudness
+
+    @classmethod
+    def loudness_db(cls, audio: torch.Tensor) -> torch.Tensor:
+        """(batch,) each row's loudest window's RMS in dB (floored at -80 dB)."""
+        n = audio.shape[1]
+        frames = F.pad(audio, (0, -n % cls.WINDOW)).reshape(audio.shape[0], -1, cls.WINDOW)
+        rms = frames.pow(2).mean(dim=2).amax(dim=1).sqrt()
+        return 20 * torch.log10(rms.clamp(min=1e-4))
 
     def __call__(self, items):
         batch = collate(items)
@@ -239,7 +258,13 @@ class MixupCollate:
         w = beta.sample((n,))
         w = torch.maximum(w, 1 - w)
         partner = torch.randperm(n)
-        audio = w[:, None] * batch.audio + (1 - w[:, None]) * batch.audio[partner]
+        a, b = batch.audio, batch.audio[partner]
+        if self.by_loudness:
+            gain = self.loudness_db(a)
+            p = 1 / (1 + 10 ** ((gain - gain[partner]) / 20) * (1 - w) / w)
+            audio = (p[:, None] * a + (1 - p[:, None]) * b) / torch.sqrt(p ** 2 + (1 - p) ** 2)[:, None]
+        else:
+            audio = w[:, None] * a + (1 - w[:, None]) * b
         targets = torch.stack([batch.targets[:, 0], batch.targets[partner, 0]], dim=1)
         return Batch(audio, torch.maximum(batch.audio_lengths, batch.audio_lengths[partner]), targets,
                      torch.full((n,), 2, dtype=torch.long), batch.indices, w)
@@ -288,7 +313,7 @@ def make_trainer(config: ClassifyConfig, labels: list[str], train_entries: list[
     dataset = ClassificationDataset(train_entries, labels, transform=augment, cache_audio=train.cache_audio)
     return Trainer(model, dataset, _Loss(config.label_smoothing), {"task": "classify", "labels": list(labels)},
                    features, train, exp, dev_entries=dev, evaluate=dev_metrics if dev else None,
-                   collate_fn=MixupCollate(config.mixup) if config.mixup > 0 else collate, callbacks=hooks)
+                   collate_fn=MixupCollate(config.mixup, config.mixup_by_loudness) if config.mixup > 0 else collate, callbacks=hooks)
 
 
 def train_classifier(config: ClassifyConfig, labels: list[str], splits: dict[str, list[dict]],

@@ -49,6 +49,7 @@ from asr.optim import describe_optimizer, make_optimizer, one_cycle
 class TrainConfig:
     max_steps: int = 1000
     time_budget_minutes: float = 0.0  # > 0: choose max_steps so that training takes about this long
+    budget_max_steps: int = 0  # with a time budget: never plan more steps than this (0: no cap)
     budget_refits: int = 7  # with a time budget: re-fit the length to the measured pace this many times
     # (low, high) seconds a step took on the machines this config was timed on; with a time budget, a
     # probe far slower than high prints one line naming the likely cause. () = no expectation

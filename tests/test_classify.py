@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -191,6 +192,28 @@ def test_mixup_batches_and_loss():
     assert plain.mix is None
     assert classification_loss(log_probs, plain).item() == pytest.approx(
         -log_probs[torch.arange(4), plain.targets[:, 0]].mean().item(), rel=1e-5)
+
+
+def test_mixup_by_loudness_hears_a_quiet_clip_at_its_label_weight():
+    """Between-class mixing: a clip 20 dB below its partner enters the mixture 10 times louder
+    than plain mixup would put it, so that both are heard at the share their labels get."""
+    torch.manual_seed(0)
+    loud, quiet = torch.ones(3200), torch.full((3200,), 0.1)  # 0 dB and -20 dB
+    assert MixupCollate.loudness_db(torch.stack([loud, quiet])).tolist() == pytest.approx([0.0, -20.0], abs=1e-4)
+    items = [(loud, torch.tensor([0])), (quiet, torch.tensor([1]))]
+    for _ in range(5):
+        batch = MixupCollate(1.0, by_loudness=True)(items)
+        w = batch.mix
+        for i, (own, other) in enumerate(((loud, quiet), (quiet, loud))):
+            if int(batch.targets[i, 1]) == i:  # mixed with itself: unchanged but for the scale
+                continue
+            g = 20 * math.log10(own[0] / other[0])
+            p = 1 / (1 + 10 ** (g / 20) * (1 - w[i]) / w[i])
+            expected = (p * own[0] + (1 - p) * other[0]) / math.sqrt(p ** 2 + (1 - p) ** 2)
+            assert batch.audio[i, 0].item() == pytest.approx(float(expected), rel=1e-5)
+            # the two clips' contributions stand in the ratio of their label weights (in amplitude)
+            share_own, share_other = p * own[0], (1 - p) * other[0]
+            assert float(share_own / share_other) == pytest.approx(float(w[i] / (1 - w[i])), rel=1e-4)
 
 
 # --------------------------------------------------------------------------- features and models

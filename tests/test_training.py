@@ -176,6 +176,29 @@ def test_time_budget_refits_to_the_pace_it_measures(ctc_corpus, tmp_path, monkey
     assert trainer.scheduler.get_last_lr()[0] < c.lr / 100
 
 
+def test_time_budget_cap_holds_on_a_fast_machine_and_yields_on_a_slow_one(ctc_corpus, tmp_path, monkeypatch,
+                                                                          ctc_trainer):
+    """With a cap, a machine whose steps are fast trains exactly the capped steps (re-fits never
+    raise it), and one whose steps are slow trains fewer, ending at its deadline."""
+    from asr.callbacks import TimeBudget
+
+    for name, seconds, expected in (("fast", 0.01, (40, 40)), ("slow", 2.0, (27, 31))):
+        clock = FakeClock()
+        budget = TimeBudget(1.0, refits=7, clock=clock, max_steps=40)  # 60 s, at most 40 steps
+        monkeypatch.setattr(budget, "probe", lambda trainer: seconds)
+        trainer = ctc_trainer(ctc_corpus, tmp_path / name, max_steps=1, eval_every=0, callbacks=[budget])
+        step = trainer.update
+
+        def timed(micros, step=step, clock=clock, seconds=seconds):
+            clock.now += seconds
+            return step(micros)
+
+        monkeypatch.setattr(trainer, "update", timed)
+        trainer.run(progress=False)
+        assert expected[0] <= trainer.step == trainer.config.max_steps <= expected[1], name
+        assert clock.now - budget.begun <= 61
+
+
 def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(ctc_corpus, tmp_path, ctc_trainer):
     """Muon gets the 2-D hidden weights, AdamW the rest; one OneCycle schedule drives both, after a resume too."""
     trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=6, optimizer="muon")
