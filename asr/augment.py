@@ -38,6 +38,7 @@ class AugmentConfig:
     snr_range: tuple[float, float] = (0.0, 20.0)  # signal-to-noise ratios in dB
     noise_dir: str = ""  # a folder of noise recordings (.wav, .flac, .ogg, any depth), e.g. MUSAN's noise/
     synthetic_noise: bool = False  # with no noise recordings at all: generated noises (make_noise)
+    noises: tuple[str, ...] = ()  # the generated noises used (NOISE_KINDS); () = NOISES
     gain_range: tuple[float, float] = (0.0, 0.0)  # dB: each clip's level is changed by a random gain in this range
 
     @classmethod
@@ -52,6 +53,8 @@ class AugmentConfig:
 
 
 NOISES = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "running_tap")
+# and the ones a config must ask for: hiss, a recording channel's high-frequency floor
+NOISE_KINDS = NOISES + ("hiss",)
 
 
 def make_noise(kind: str, seconds: float, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
@@ -78,13 +81,15 @@ def make_noise(kind: str, seconds: float, sample_rate: int = SAMPLE_RATE, seed: 
         for h in range(1, 16):
             amp = (1.0 if h % 2 else 0.5) / h
             audio += amp * np.sin(2 * np.pi * h * (50 + drift) * t + rng.uniform(0, 2 * np.pi))
+    elif kind == "hiss":  # white above 2.5 kHz, rising 6 dB per octave up to 5 kHz: a channel's treble floor
+        audio = shaped(np.where(freqs >= 2500, np.minimum(safe, 5000) / 5000, 0.0))
     elif kind == "running_tap":  # band-limited splashing: 400-6000 Hz noise with a fluttering envelope
         band = np.where((freqs > 400) & (freqs < 6000), 1.0, 0.0) / np.sqrt(np.maximum(freqs, 400) / 400)
         audio = shaped(band)
         flutter = shaped(np.where((freqs > 0.5) & (freqs < 25), 1.0, 0.0))
         audio *= 1 + 0.6 * flutter / (np.abs(flutter).max() + 1e-9)
     else:
-        raise AsrError(f"unknown noise {kind!r} (expected one of {', '.join(NOISES)})")
+        raise AsrError(f"unknown noise {kind!r} (expected one of {', '.join(NOISE_KINDS)})")
     return (0.5 * audio / (np.abs(audio).max() + 1e-9)).astype(np.float32)
 
 
@@ -166,6 +171,9 @@ class WaveformAugment:
     def __init__(self, config: AugmentConfig, noise_files: list[str] = (), seed: int = 0) -> None:
         self.config = config
         self.noise_files = list(noise_files) + noise_dir_files(config.noise_dir)  # a bad folder fails here, early
+        unknown = [kind for kind in config.noises if kind not in NOISE_KINDS]
+        if unknown:
+            raise AsrError(f"augment.noises: unknown noise {unknown[0]!r} (expected some of {', '.join(NOISE_KINDS)})")
         self.seed = seed
         self._noises: list[torch.Tensor] | None = None
 
@@ -178,7 +186,8 @@ class WaveformAugment:
 
                 self._noises = [load_audio(path) for path in self.noise_files]
             elif self.config.synthetic_noise:
-                self._noises = [torch.from_numpy(make_noise(kind, 30.0, seed=self.seed)) for kind in NOISES]
+                kinds = self.config.noises or NOISES
+                self._noises = [torch.from_numpy(make_noise(kind, 30.0, seed=self.seed)) for kind in kinds]
             else:
                 self._noises = []
         return self._noises

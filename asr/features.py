@@ -29,7 +29,9 @@ class FeatureConfig:
     n_fft: int = 400  # 25 ms window at 16 kHz
     win_length: int = 400
     hop_length: int = 160  # 10 ms hop
-    normalize: str = "utterance"  # "utterance" (per-utterance mean/variance per mel bin) or "none"
+    # "utterance": per-utterance mean and variance per mel bin (a channel's tilt goes, and so does a steady
+    # sound's spectral shape); "clip": one mean and variance per utterance over all its bins (the shape stays); "none"
+    normalize: str = "utterance"
     kind: str = "logmel"  # "logmel", "complex" (STFT real and imaginary parts) or "waveform" (raw samples)
     f_min: float = 0.0  # log-mels: the bottom of the lowest mel band in Hz
     f_max: float = 0.0  # log-mels: the top of the highest mel band in Hz; 0 = sample_rate / 2
@@ -119,6 +121,11 @@ class FeatureExtractor(nn.Module):
             mean = (feats * mask).sum(-1, keepdim=True) / count
             var = (((feats - mean) * mask) ** 2).sum(-1, keepdim=True) / count
             feats = (feats - mean) / (var + 1e-5).sqrt()
+        elif self.config.normalize == "clip":
+            count = (frames * feats.shape[1])[:, None, None].clamp(min=1).to(feats.dtype)
+            mean = (feats * mask).sum((1, 2), keepdim=True) / count
+            var = (((feats - mean) * mask) ** 2).sum((1, 2), keepdim=True) / count
+            feats = (feats - mean) / (var + 1e-5).sqrt()
         elif self.config.normalize != "none":
             raise ValueError(f"unknown normalisation {self.config.normalize!r}")
         return feats.masked_fill(~mask, 0.0), frames
@@ -145,8 +152,8 @@ class FeatureExtractor(nn.Module):
         return torch.nn.functional.pad(audio.float(), (0, self.config.n_fft // 2))
 
     def _other_kinds(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Complex spectrograms or waveforms; "utterance" normalisation scales each utterance
-        to unit RMS over its valid frames (and removes a waveform's mean), which keeps phase."""
+        """Complex spectrograms or waveforms; "utterance" (or "clip") normalisation scales each
+        utterance to unit RMS over its valid frames (and removes a waveform's mean), which keeps phase."""
         if self.config.kind == "complex":
             spec = self.stft(self._pad(audio))  # (batch, bins, frames), complex
             feats = torch.cat([spec.real, spec.imag], dim=1)
@@ -156,7 +163,7 @@ class FeatureExtractor(nn.Module):
         feats = feats[..., : int(frames.max())]
         mask = (torch.arange(feats.shape[-1], device=feats.device)[None, :] < frames[:, None])[:, None, :]
         feats = feats.masked_fill(~mask, 0.0)
-        if self.config.normalize == "utterance":
+        if self.config.normalize in ("utterance", "clip"):
             count = (frames * feats.shape[1]).to(feats.dtype)[:, None, None]
             if self.config.kind == "waveform":
                 feats = (feats - feats.sum(-1, keepdim=True) / count).masked_fill(~mask, 0.0)

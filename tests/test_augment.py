@@ -49,6 +49,19 @@ def test_waveform_augment_shift_speed_noise():
 
 
 
+def test_generated_noises_can_be_chosen():
+    """augment.noises picks the generated noises (hiss only here: nothing added below 2.5 kHz);
+    an unknown name fails when the augmenter is built, not mid-training."""
+    hiss = WaveformAugment(AugmentConfig(time_shift=0.0, speed_prob=0.0, noise_prob=1.0, snr_range=(0.0, 0.0),
+                                         synthetic_noise=True, noises=("hiss",)))
+    assert len(hiss.noises()) == 1 and len(WaveformAugment(AugmentConfig(synthetic_noise=True)).noises()) == 5
+    audio = torch.sin(torch.arange(16000) / 16000 * 2 * torch.pi * 300) * 0.2
+    spectrum = torch.fft.rfft(hiss(audio) - audio).abs()
+    assert spectrum[:2400].sum() < 1e-3 * spectrum.sum()
+    with pytest.raises(AsrError, match="unknown noise 'rain'"):
+        WaveformAugment(AugmentConfig(noises=("white_noise", "rain")))
+
+
 @pytest.mark.parametrize("rt60, drr", [(0.3, 0.0), (0.6, 10.0)])
 def test_room_impulse_response_decays_and_has_the_ratio(rt60, drr):
     torch.manual_seed(0)

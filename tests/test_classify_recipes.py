@@ -531,6 +531,11 @@ def test_fsdd_training_set_gets_the_digit_words_of_an4_speakers(tmp_path, capsys
     assert sum(e["speaker"].startswith("an4-") for e in splits["train"]) == 6
     assert not any(e["speaker"].startswith("an4-") for e in splits["dev"] + splits["test"])
     assert "plus 6 digit words of 2 AN4 speakers" in capsys.readouterr().out
+    capped = fsdd_config(tmp_path, recordings, tmp_path / "exp4", extra=extra + "per_digit = 1\n")
+    assert fsdd.main(["prepare", "--config", capped, "--no-progress"]) == 0  # one word of each digit
+    train = [json.loads(line) for line in (tmp_path / "exp4" / "manifests" / "train.jsonl").open()]
+    assert sorted(e["label"] for e in train if e["speaker"].startswith("an4-")) == ["nine", "six", "two"]
+    assert "plus 3 digit words of" in capsys.readouterr().out
 
     missing = fsdd_config(tmp_path, recordings, tmp_path / "exp2", extra=extra.replace(str(aligner), "nowhere.pt"))
     assert fsdd.main(["prepare", "--config", missing]) == 0

@@ -17,6 +17,30 @@ def test_logmel_shapes_and_per_utterance_normalisation():
     assert (feats[1, :, 51:] == 0).all()  # padding stays zero
 
 
+def test_clip_normalisation_keeps_the_spectral_shape():
+    """"clip" takes one mean and variance over all of an utterance's bins, so a low rumble and a
+    high hiss still differ after it (per-bin normalisation makes every steady sound flat), and the
+    result is the same whatever the recording level."""
+    torch.manual_seed(0)
+    n = 16000
+    noise = torch.randn(n)
+    spectrum = torch.fft.rfft(noise)
+    freqs = torch.fft.rfftfreq(n, 1 / 16000)
+    low = torch.fft.irfft(spectrum * (freqs < 500), n)
+    high = torch.fft.irfft(spectrum * (freqs > 4000), n)
+    audio, lengths = torch.stack([low, 0.01 * high]), torch.tensor([n, n])
+    clip, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="clip"))(audio, lengths)
+    per_bin, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="utterance"))(audio, lengths)
+    for i in range(2):
+        assert abs(float(clip[i].mean())) < 1e-4 and abs(float(clip[i].std(unbiased=False)) - 1) < 1e-2
+    profile = clip.mean(-1)  # (2, 40): the average level of each band
+    assert profile[0, :8].mean() - profile[0, -8:].mean() > 1.0  # the rumble: loud low bands
+    assert profile[1, -8:].mean() - profile[1, :8].mean() > 1.0  # the hiss: loud high bands
+    assert per_bin.mean(-1).abs().max() < 1e-4  # per bin, both profiles are flat
+    louder, _ = FeatureExtractor(FeatureConfig(n_mels=40, normalize="clip"))(audio * 30, lengths)
+    assert torch.allclose(louder, clip, atol=1e-3)
+
+
 def test_floor_db_floors_each_utterance_below_its_own_peak():
     torch.manual_seed(0)
     t = torch.arange(16000) / 16000

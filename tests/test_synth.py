@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from asr.errors import AsrError
-from asr.augment import NOISES, make_noise
+from asr.augment import NOISE_KINDS, NOISES, make_noise
 from asr.recipes.synth import make_librispeech_corpus, make_speech_commands_corpus, speaker_hash
 from asr.recipes.tts import DEFAULT_ENGINES, ENGINES, VOICES, Voice, available_voices, synthesize
 
@@ -245,12 +245,14 @@ def test_speech_commands_default_splits_are_disjoint(tmp_path):
 
 
 def test_noises_are_deterministic_and_distinct():
-    a = {k: make_noise(k, 1.0, seed=3) for k in NOISES}
-    assert all(np.array_equal(a[k], make_noise(k, 1.0, seed=3)) for k in NOISES)
+    a = {k: make_noise(k, 1.0, seed=3) for k in NOISE_KINDS}
+    assert all(np.array_equal(a[k], make_noise(k, 1.0, seed=3)) for k in NOISE_KINDS)
     assert all(len(x) == 16000 and np.abs(x).max() == pytest.approx(0.5, abs=1e-3) for x in a.values())
     spectra = {k: np.abs(np.fft.rfft(x)) for k, x in a.items()}
     low = {k: s[:500].sum() / s.sum() for k, s in spectra.items()}  # energy share below 500 Hz
     assert low["brown_noise"] > low["pink_noise"] > low["white_noise"] > low["running_tap"]
+    hiss = spectra["hiss"]  # nothing below 2.5 kHz, most of it above 4 kHz
+    assert hiss[:2400].sum() < 1e-3 * hiss.sum() and hiss[4000:].sum() > 0.6 * hiss.sum()
     with pytest.raises(AsrError):
         make_noise("traffic", 1.0)
 

@@ -44,6 +44,7 @@ from asr.config import load_config
 from asr.corpora import DIGITS, read_fsdd
 from asr.data import describe_splits, read_task, write_task
 from asr.errors import AsrError
+from asr.experiment import spread
 from asr.recipes import print_finish, recipe_config_path, shared_data, stage_runner, train_once
 
 
@@ -77,6 +78,9 @@ class AN4DigitsConfig:
     pad: float = 0.15  # seconds kept on each side of a word's aligned span (never past the gap's midpoint)
     min_score: float = -0.5  # words aligned less surely (mean log-probability of their tokens) are left out
     if_missing: str = "skip"  # the aligner file is missing: "skip" (train without) or "error"
+    # at most this many words of each digit join the training set, spread over the speakers
+    # (0: all); AN4 says "one" eight times as often as "zero"
+    per_digit: int = 0
 
 
 @dataclass
@@ -169,7 +173,7 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
         raise AsrError(f"an4_digits.aligner {s.aligner} not found: run python -m asr.recipes.an4 demo first")
     out = config.an4_dir
     marker = out / ".done.json"
-    shaping = {k: v for k, v in asdict(s).items() if k != "if_missing"}  # the settings that shape the clips
+    shaping = {k: v for k, v in asdict(s).items() if k not in ("if_missing", "per_digit")}  # what shapes the clips
     stamp = json.dumps(shaping, sort_keys=True)
     if marker.exists():
         if json.loads(marker.read_text())["settings"] != stamp:
@@ -232,6 +236,8 @@ def prepare(config: FSDDConfig, progress: bool = True) -> None:
         held += f"; plus {len(tts)} TTS clips of {len({e['speaker'] for e in tts})} voices"
     if an4_digits(config, progress=progress):
         an4 = read_fsdd(config.an4_dir)
+        if config.an4_digits.per_digit:
+            an4 = [e for d in DIGITS for e in spread([e for e in an4 if e["label"] == d], config.an4_digits.per_digit)]
         splits["train"] += an4
         held += f"; plus {len(an4)} digit words of {len({e['speaker'] for e in an4})} AN4 speakers"
     write_task(config.exp, list(DIGITS), splits)
