@@ -111,6 +111,8 @@ def cv_models(exp: Path) -> str:
         extra.append("TTS digits")
     if config.get("an4_digits", {}).get("aligner"):
         extra.append("AN4 digit words")
+    if "hiss" in config.get("augment", {}).get("noises", ()):
+        extra.append("hiss noise")
     members = f" x{config['ensemble']}" if config.get("ensemble", 1) > 1 else ""
     return f"{model['kind']}{members}{start}" + (f"; + {', '.join(extra)}" if extra else "")
 
