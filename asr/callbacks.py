@@ -77,15 +77,17 @@ class TimeBudget(Callback):
         self.begun = self.clock()
         self.deadline = self.begun + budget
         per_step = self.probe(trainer)
-        steps = max(10, int(budget * 0.95 / per_step))
-        steps = trainer.set_max_steps(min(steps, self.cap) if self.cap > 0 else steps)
+        steps = trainer.set_max_steps(self._capped(max(10, int(budget * 0.95 / per_step))))
         capped = " (its cap)" if steps == self.cap else ""
         print(f"time budget {self.minutes:g} min: {steps} steps on this machine{capped}")
         self._check_pace(trainer, per_step)
         n = self.refits
         self.plan = [(steps * k // (n + 1), self.begun + budget * k / (n + 1)) for k in range(1, n + 1)]
-        self.limit = min(4 * steps, self.cap) if self.cap > 0 else 4 * steps  # a disturbed probe costs little
+        self.limit = self._capped(4 * steps)  # a disturbed probe costs little
         self.last_step, self.last_time = 0, self.clock()
+
+    def _capped(self, steps: int) -> int:
+        return min(steps, self.cap) if self.cap > 0 else steps
 
     def probe(self, trainer) -> float:
         """Seconds per update on typical batches (the median; the first update warms up)."""

@@ -313,7 +313,8 @@ def make_trainer(config: ClassifyConfig, labels: list[str], train_entries: list[
     dataset = ClassificationDataset(train_entries, labels, transform=augment, cache_audio=train.cache_audio)
     return Trainer(model, dataset, _Loss(config.label_smoothing), {"task": "classify", "labels": list(labels)},
                    features, train, exp, dev_entries=dev, evaluate=dev_metrics if dev else None,
-                   collate_fn=MixupCollate(config.mixup, config.mixup_by_loudness) if config.mixup > 0 else collate, callbacks=hooks)
+                   collate_fn=MixupCollate(config.mixup, config.mixup_by_loudness) if config.mixup > 0 else collate,
+                   callbacks=hooks)
 
 
 def train_classifier(config: ClassifyConfig, labels: list[str], splits: dict[str, list[dict]],

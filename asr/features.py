@@ -116,15 +116,11 @@ class FeatureExtractor(nn.Module):
         if self.config.floor_db > 0:
             peak = feats.masked_fill(~mask, -math.inf).amax(dim=(1, 2), keepdim=True)
             feats = torch.maximum(feats, peak - self.config.floor_db * math.log(10) / 10)
-        if self.config.normalize == "utterance":
-            count = frames[:, None, None].clamp(min=1).to(feats.dtype)
-            mean = (feats * mask).sum(-1, keepdim=True) / count
-            var = (((feats - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-            feats = (feats - mean) / (var + 1e-5).sqrt()
-        elif self.config.normalize == "clip":
-            count = (frames * feats.shape[1])[:, None, None].clamp(min=1).to(feats.dtype)
-            mean = (feats * mask).sum((1, 2), keepdim=True) / count
-            var = (((feats - mean) * mask) ** 2).sum((1, 2), keepdim=True) / count
+        if self.config.normalize in ("utterance", "clip"):  # statistics per mel bin, or over all bins
+            dims = (-1,) if self.config.normalize == "utterance" else (1, 2)
+            count = mask.expand_as(feats).sum(dims, keepdim=True).clamp(min=1).to(feats.dtype)
+            mean = (feats * mask).sum(dims, keepdim=True) / count
+            var = (((feats - mean) * mask) ** 2).sum(dims, keepdim=True) / count
             feats = (feats - mean) / (var + 1e-5).sqrt()
         elif self.config.normalize != "none":
             raise ValueError(f"unknown normalisation {self.config.normalize!r}")
