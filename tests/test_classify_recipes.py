@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -565,3 +567,14 @@ def test_fsdd_cv_holds_out_each_speaker_in_turn(tmp_path, capsys):
     accuracies = [row["test"] for row in result["speakers"].values()]
     assert result["mean"]["test"] == pytest.approx(sum(accuracies) / 3)
     assert "mean over 3 held-out speakers" in capsys.readouterr().out
+
+
+def test_classifier_step_benchmark_times_both_kernel_layouts():
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "tools/bench_classifier_step.py", "--clips", "2", "--seconds", "1",
+                           "--steps", "1"], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("machine: ") and "cnn2d [32, 64, 128, 256]" in lines[1]
+    assert [line.split()[0] for line in lines[2:4]] == ["channels-last", "contiguous"]
+    assert float(lines[-1].split("x as fast")[0].split()[-1]) > 0

@@ -164,3 +164,32 @@ def test_convolutions_stay_float32_under_cpu_autocast():
     proj = cases[0][0].proj
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert proj(torch.randn(3, proj.in_features)).dtype == torch.bfloat16
+
+
+def test_cnn2d_keeps_channels_last_kernels_through_a_state_dict_and_computes_as_contiguous_ones():
+    """CNN2d's kernels are channels-last (faster oneDNN convolutions). A state dict of plain
+    contiguous tensors loads into them without changing their layout, and the outputs and
+    gradients are those of the same network with contiguous kernels."""
+    from asr.model import CNN2d
+
+    torch.manual_seed(0)
+    net = CNN2d(1, 16, (4, 8), dropout=0.0)
+    kernels = [block[0].weight for block in net.blocks]
+    assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels)
+    assert not kernels[1].is_contiguous()  # (the first, with one input channel, is both)
+    plain = CNN2d(1, 16, (4, 8), dropout=0.0)
+    plain.blocks.to(memory_format=torch.contiguous_format)
+    plain.load_state_dict({k: v.contiguous() for k, v in net.state_dict().items()})
+    assert plain.blocks[1][0].weight.is_contiguous()
+    copy = CNN2d(1, 16, (4, 8), dropout=0.0)
+    copy.load_state_dict({k: v.contiguous() for k, v in net.state_dict().items()})
+    assert all(block[0].weight.is_contiguous(memory_format=torch.channels_last) for block in copy.blocks)
+    feats, lengths = torch.randn(3, 16, 40), torch.tensor([40, 25, 9])
+    outs = []
+    for model in (net, plain):
+        out, out_lengths = model(feats, lengths)
+        out.square().sum().backward()
+        outs.append((out, out_lengths, [block[0].weight.grad for block in model.blocks]))
+    (a, la, ga), (b, lb, gb) = outs
+    assert torch.equal(la, lb) and torch.allclose(a, b, atol=1e-5)
+    assert all((x - y).abs().max() <= 1e-5 * x.abs().max() for x, y in zip(ga, gb))  # float32 sums' order
