@@ -104,7 +104,10 @@ def fsdd_table(exps: list[Path]) -> list[str]:
 
 def cv_models(exp: Path) -> str:
     """What a cross-validation run trained, from its config: the model, its start, its extra data."""
-    config = json.loads((exp / "config.json").read_text())
+    path = exp / "config.json"
+    if not path.is_file():  # an ensemble: each member's folder has the config
+        path = exp / "members" / "0" / "config.json"
+    config = json.loads(path.read_text())
     model, extra = config["model"], []
     start = " from an ASR model's encoder" if model.get("init_from") else ""
     if config.get("synth", {}).get("per_voice"):
@@ -113,7 +116,8 @@ def cv_models(exp: Path) -> str:
         extra.append("AN4 digit words")
     if "hiss" in config.get("augment", {}).get("noises", ()):
         extra.append("hiss noise")
-    members = f" x{config['ensemble']}" if config.get("ensemble", 1) > 1 else ""
+    count = len(list((exp / "members").iterdir())) if (exp / "members").is_dir() else config.get("ensemble", 1)
+    members = f" x{count}" if count > 1 else ""
     return f"{model['kind']}{members}{start}" + (f"; + {', '.join(extra)}" if extra else "")
 
 
