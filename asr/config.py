@@ -4,7 +4,8 @@
 path)`` overrides a default instance with a TOML file. Both check every value against
 the field's annotation (``int``, ``float``, ``str``, ``bool``, ``Literal[...]``,
 ``tuple[...]``, ``list[...]``, ``X | None`` and nested dataclasses), so ``lr = "1e-3"``
-or a typo in a key is an error that names the key, never a silent default.
+or a typo in a key is an error that names the key, never a silent default. A TOML file
+may start from another (``base = "cv.toml"``) and change only what differs.
 """
 
 from __future__ import annotations
@@ -135,14 +136,34 @@ def to_dict(instance) -> dict:
     return plain(dataclasses.asdict(instance))
 
 
-def read_toml(path) -> dict:
+def _overlay(base: dict, data: dict) -> dict:
+    """``base`` with ``data``'s keys on top; tables merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in data.items():
+        below = merged.get(key)
+        merged[key] = _overlay(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def read_toml(path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A TOML file's tables. ``base = "other.toml"`` (relative to this file) starts from that
+    file's tables, and this file's keys override them, table by table."""
     path = Path(path)
     if not path.is_file():
         raise AsrError(f"{path}: config file not found")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise AsrError(f"{path}: not valid TOML ({exc})") from None
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str):
+        raise AsrError(f"{path}: base: expected a string (a TOML file), got {_kind(base)}")
+    base_path = path.parent / base
+    if base_path.resolve() in _seen + (path.resolve(),):
+        raise AsrError(f"{path}: base: {base} is a cycle of bases")
+    return _overlay(read_toml(base_path, _seen + (path.resolve(),)), data)
 
 
 def load_config(default, path=None, data: dict | None = None):

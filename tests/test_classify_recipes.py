@@ -228,6 +228,47 @@ def test_fsdd_prepare_is_speaker_independent(tmp_path, capsys):
     assert "speaker 'zed' is not in" in capsys.readouterr().err
 
 
+def test_a_config_with_a_base_overrides_it_table_by_table(tmp_path, capsys):
+    """``base = "other.toml"``: the other file's tables, with this file's keys on top; a missing base
+    or a cycle of bases is a one-line error."""
+    write_config(tmp_path / "a.toml", 'exp_dir = "A"\nensemble = 2\n[augment]\nnoise_prob = 0.8\nspeed_prob = 0.5\n'
+                                      '[train]\nlr = 2e-3\nmax_steps = 100\n')
+    (tmp_path / "sub").mkdir()
+    child = write_config(tmp_path / "sub" / "b.toml", 'base = "../a.toml"\nexp_dir = "B"\n[augment]\nspeed_prob = 0.1\n')
+    config = fsdd.make_config(child, "prepare")
+    assert (config.exp_dir, config.ensemble) == ("B", 2)
+    assert (config.augment.noise_prob, config.augment.speed_prob) == (0.8, 0.1)  # the table merged, not replaced
+    assert (config.train.lr, config.train.max_steps) == (2e-3, 100)
+    missing = write_config(tmp_path / "m.toml", 'base = "nope.toml"\n')
+    cycle = write_config(tmp_path / "c1.toml", 'base = "c2.toml"\n')
+    write_config(tmp_path / "c2.toml", 'base = "c1.toml"\n')
+    for path, message in ((missing, "nope.toml: config file not found"), (cycle, "is a cycle of bases")):
+        assert fsdd.main(["prepare", "--config", path]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_shipped_fsdd_variants_differ_from_cv_toml_only_where_they_say():
+    """recipes/fsdd/cv-*.toml name cv.toml as their base; what each changes, and nothing else."""
+    from asr.config import to_dict
+    repo = Path(__file__).resolve().parents[1] / "recipes" / "fsdd"
+    cv = to_dict(fsdd.make_config(str(repo / "cv.toml"), "cv"))
+
+    def changes(name):
+        new = to_dict(fsdd.make_config(str(repo / name), "cv"))
+        flat = lambda d, pre="": {k2: v2 for k, v in d.items() for k2, v2 in (
+            flat(v, f"{pre}{k}.").items() if isinstance(v, dict) else [(f"{pre}{k}", v)])}
+        a, b = flat(cv), flat(new)
+        return {k: b[k] for k in b if a.get(k) != b[k]}
+
+    assert changes("cv-ensemble.toml") == {"exp_dir": "exp/fsdd-cv-ensemble", "ensemble": 3}
+    assert changes("cv-no-hiss.toml") == {"exp_dir": "exp/fsdd-cv-no-hiss", "augment.noises": []}
+    assert changes("cv-an4-digits.toml") == {"exp_dir": "exp/fsdd-cv-an4-digits", "augment.noises": [],
+                                             "an4_digits.aligner": "exp/an4/model.pt"}
+    encoder = changes("cv-an4-encoder.toml")
+    assert encoder["model.kind"] == "encoder" and encoder["train.lr"] == 1e-3 and encoder["augment.noises"] == []
+
+
 def test_fsdd_prepare_on_the_real_recordings(shared_data, tmp_path):
     config = write_config(tmp_path / "c.toml", f'exp_dir = "{tmp_path}"\n[data]\ntest_speaker = "theo"\n'
                                                f'dev_speaker = "george"\nrecordings = "{shared_data}/fsdd/recordings"\n')
