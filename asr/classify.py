@@ -49,7 +49,7 @@ class ModelSection:
     NAMED_BASES = {"encoder": ("encoder_name", named_config)}
 
     kind: str = "cnn2d"  # "encoder", "cnn2d", "complex_cnn" or "m5"
-    pooling: str = "mean"  # "mean" or "attention"
+    pooling: str = "mean"  # "mean", "attention" or "meanmax"
     encoder_name: str = "small"  # kind "encoder": the named encoder config (asr.model.NAMED_CONFIGS)
     # kind "encoder": the encoder, starting from the named config (its n_mels follows [features])
     encoder: ModelConfig = field(default_factory=lambda: named_config("small"))

@@ -21,10 +21,12 @@ import torch
 import torchaudio.transforms as T
 from torch import nn
 
+from asr.audio import SAMPLE_RATE
+
 
 @dataclass
 class FeatureConfig:
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE  # every loader resamples to it (asr.audio); the one rate accepted
     n_mels: int = 128
     n_fft: int = 400  # 25 ms window at 16 kHz
     win_length: int = 400
@@ -38,6 +40,11 @@ class FeatureConfig:
     waveform_sample_rate: int = 8000  # kind "waveform": samples are resampled to this rate
     floor_db: float = 0.0  # log-mels: floor each utterance at its loudest bin minus this many dB; 0 = off
     level: str = "rms"  # log-mels: "rms" scales each utterance to one RMS level first (recording level irrelevant), or "none"
+
+    def __post_init__(self) -> None:
+        if self.sample_rate != SAMPLE_RATE:  # any other rate would name the mel bands' frequencies wrongly
+            raise ValueError(f"sample_rate: audio is read at {SAMPLE_RATE} Hz, so the features are computed at "
+                             f"{SAMPLE_RATE}, not {self.sample_rate}")
 
     @property
     def frame_shift(self) -> float:

@@ -262,7 +262,7 @@ class CTCModel(nn.Module):
 # --------------------------------------------------------------------------- classification
 
 CLASSIFIER_KINDS = ("encoder", "cnn2d", "complex_cnn", "m5")
-POOLINGS = ("mean", "attention")
+POOLINGS = ("mean", "attention", "meanmax")
 _DEFAULT_CHANNELS = {"encoder": (), "cnn2d": (16, 32, 64, 128), "complex_cnn": (16, 32, 64, 128),
                      "m5": (128, 128, 256, 512)}
 FEATURE_KIND_OF = {"encoder": "logmel", "cnn2d": "logmel", "complex_cnn": "complex", "m5": "waveform"}
@@ -282,7 +282,7 @@ class ClassifierConfig:
 
     kind: str = "encoder"
     n_classes: int = 12
-    pooling: str = "mean"  # over valid frames: "mean" or "attention"
+    pooling: str = "mean"  # over valid frames: "mean", "attention", or "meanmax" (the mean plus the maximum)
     n_feats: int = 80  # rows per input frame, ``FeatureConfig.feature_dim``
     channels: tuple[int, ...] = ()  # convolution widths of a baseline; () = the kind's default
     dropout: float = 0.1
@@ -411,7 +411,7 @@ class M5(nn.Module):
 
 
 class PoolingHead(nn.Module):
-    """Pool the valid frames of a sequence (mean or attention), then a linear layer to class scores."""
+    """Pool the valid frames of a sequence (mean, attention, or mean plus maximum), then a linear layer to class scores."""
 
     def __init__(self, dim: int, n_classes: int, pooling: str, dropout: float, attention_dim: int = 128) -> None:
         super().__init__()
@@ -432,7 +432,10 @@ class PoolingHead(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (batch, frames, dim), lengths: (batch,) -> scores (batch, n_classes)."""
         w = self.weights(x, lengths)
-        pooled = torch.einsum("bt,btd->bd", w.to(x.dtype), x.masked_fill(~time_mask(lengths, x.shape[1])[..., None], 0))
+        valid = time_mask(lengths, x.shape[1])[..., None]
+        pooled = torch.einsum("bt,btd->bd", w.to(x.dtype), x.masked_fill(~valid, 0))
+        if self.pooling == "meanmax":  # a short event (a bark in 5 s of quiet) is not averaged away
+            pooled = pooled + x.masked_fill(~valid, float("-inf")).amax(dim=1)
         return self.out(self.dropout(pooled))
 
 

@@ -334,7 +334,7 @@ def test_adapt_batchnorm_re_estimates_the_statistics_on_the_given_clips(tmp_path
         adapt_batchnorm(model, [])
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention"])
+@pytest.mark.parametrize("pooling", ["mean", "attention", "meanmax"])
 def test_pooling_head_ignores_padded_frames(pooling):
     torch.manual_seed(0)
     head = PoolingHead(6, 3, pooling, dropout=0.0)
@@ -342,8 +342,11 @@ def test_pooling_head_ignores_padded_frames(pooling):
     lengths = torch.tensor([10, 4])
     weights = head.weights(x, lengths)
     assert torch.allclose(weights.sum(-1), torch.ones(2)) and weights[1, 4:].abs().sum() == 0
-    if pooling == "mean":
+    if pooling != "attention":
         assert torch.allclose(weights[1, :4], torch.full((4,), 0.25))
+    if pooling == "meanmax":  # the valid frames' mean plus their maximum, feature by feature
+        pooled = torch.stack([x[0].mean(0) + x[0].amax(0), x[1, :4].mean(0) + x[1, :4].amax(0)])
+        assert torch.allclose(head(x, lengths), head.out(pooled), atol=1e-6)
     garbage = x.clone()
     garbage[1, 4:] = 1e6
     assert torch.allclose(head(x, lengths), head(garbage, lengths))

@@ -17,6 +17,21 @@ def test_logmel_shapes_and_per_utterance_normalisation():
     assert (feats[1, :, 51:] == 0).all()  # padding stays zero
 
 
+def test_a_feature_rate_other_than_the_loaders_is_refused():
+    """Every loader resamples to 16 kHz; features declared at another rate would put the mel bands
+    at the wrong frequencies and the frames at the wrong times, silently."""
+    import pytest
+    from asr.config import load_config
+    from asr.errors import AsrError
+    from asr.recipes.esc50 import ESC50Config
+
+    with pytest.raises(ValueError, match="audio is read at 16000 Hz"):
+        FeatureConfig(sample_rate=44100)
+    with pytest.raises(AsrError, match=r"^features: sample_rate: audio is read at 16000 Hz.*not 22050$"):
+        load_config(ESC50Config(), data={"features": {"sample_rate": 22050}})
+    assert FeatureConfig(sample_rate=16000).frame_shift == 0.01
+
+
 def test_clip_normalisation_keeps_the_spectral_shape():
     """"clip" takes one mean and variance over all of an utterance's bins, so a low rumble and a
     high hiss still differ after it (per-bin normalisation makes every steady sound flat), and the
