@@ -610,12 +610,21 @@ def test_fsdd_cv_holds_out_each_speaker_in_turn(tmp_path, capsys):
     assert "mean over 3 held-out speakers" in capsys.readouterr().out
 
 
-def test_classifier_step_benchmark_times_both_kernel_layouts():
+def test_classifier_step_benchmark_times_both_kernel_layouts_or_two_configs(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "tools/bench_classifier_step.py", "--clips", "2", "--seconds", "1",
                            "--steps", "1"], capture_output=True, text=True, timeout=300, cwd=repo)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("machine: ") and "cnn2d [32, 64, 128, 256]" in lines[1]
-    assert [line.split()[0] for line in lines[2:4]] == ["channels-last", "contiguous"]
+    assert [line.split()[0] for line in lines[3:5]] == ["channels-last", "contiguous"]
     assert float(lines[-1].split("x as fast")[0].split()[-1]) > 0
+    # --baseline: the config against another, here the same CNN at twice the frame rate
+    other = tmp_path / "fine.toml"
+    other.write_text('base = "%s"\n[features]\nhop_length = 160\n' % (repo / "recipes/esc50/esc10.toml"))
+    proc = subprocess.run([sys.executable, "tools/bench_classifier_step.py", "--baseline", str(other), "--clips", "2",
+                           "--seconds", "1", "--steps", "1"], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "every 10 ms" in lines[2] and "fine.toml" in lines[2] and "esc10.toml" in lines[1]
+    assert lines[-1].startswith("esc10.toml: ") and lines[-1].endswith("x as fast as fine.toml")

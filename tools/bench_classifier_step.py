@@ -1,15 +1,16 @@
-"""Classifier training-step time on this machine: the 2-D CNN's kernel layouts compared.
+"""Classifier training-step time on this machine: the 2-D CNN's kernel layouts, or two configs, compared.
 
-    python tools/bench_classifier_step.py [--config recipes/esc50/esc10.toml] [--clips 32]
-                                          [--seconds 5] [--steps 8]
+    python tools/bench_classifier_step.py [--config recipes/esc50/esc10.toml] [--baseline OTHER.toml]
+                                          [--clips 32] [--seconds 5] [--steps 8]
 
 A batch of ``--clips`` clips of ``--seconds`` of noise (as the ESC-10 demo's batches:
 32 clips of 5 s) takes full training steps, ``Trainer.train_step`` as training runs
 it: log-mels, SpecAugment, the config's model, cross-entropy, backward, clipping,
 AdamW and the OneCycle schedule. Two trainers from the same seed take turns on the
 same batch: one with ``CNN2d``'s channels-last kernels (the default), one with the
-same kernels made contiguous. Each reports its median time per step, and the last
-line their ratio, measured in the same process.
+same kernels made contiguous. With ``--baseline`` the two are instead the config and
+the baseline config (features, model, schedule), both with channels-last kernels. Each
+reports its median time per step, and the last line their ratio, measured in the same process.
 """
 
 import argparse
@@ -36,31 +37,42 @@ from asr.training import Trainer, seed_everything
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="recipes/esc50/esc10.toml", help="an ESC-50 recipe config")
+    parser.add_argument("--baseline", help="another ESC-50 config to time against --config, instead of the layouts")
     parser.add_argument("--clips", type=int, default=32, help="clips per batch")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per clip")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per layout (after 2 warm-ups)")
     args = parser.parse_args()
     config = load_config(ESC50Config(), args.config)
-    if config.model.kind not in ("cnn2d", "complex_cnn"):
-        raise AsrError(f"{args.config}: model.kind is {config.model.kind!r}; the layouts are the 2-D CNN's")
+    baseline = load_config(ESC50Config(), args.baseline) if args.baseline else config
+    for path, c in ((args.config, config), (args.baseline, baseline)):
+        if c.model.kind not in ("cnn2d", "complex_cnn"):
+            raise AsrError(f"{path}: model.kind is {c.model.kind!r}; the bench times the 2-D CNN")
     device = resolve_device("cpu")
     n_classes = 10
 
-    def make_trainer(layout: torch.memory_format) -> Trainer:
+    def make_trainer(c: ESC50Config, layout: torch.memory_format) -> Trainer:
         seed_everything(0)
-        model, features = build_classifier(config.model, config.features, n_classes, verbose=False)
+        model, features = build_classifier(c.model, c.features, n_classes, verbose=False)
         model.encoder.blocks.to(memory_format=layout)
-        train = replace(config.train, max_steps=2 * (args.steps + 2), time_budget_minutes=0.0)
+        train = replace(c.train, max_steps=2 * (args.steps + 2), time_budget_minutes=0.0)
         return Trainer(model, SimpleNamespace(durations=[1.0]), _Loss(0.0), {}, features, train, exp_dir="unused")
 
-    trainers = {"channels-last": make_trainer(torch.channels_last),
-                "contiguous": make_trainer(torch.contiguous_format)}
+    if args.baseline:
+        names = (Path(args.config).name, Path(args.baseline).name)
+        trainers = {names[0]: make_trainer(config, torch.channels_last),
+                    names[1]: make_trainer(baseline, torch.channels_last)}
+    else:
+        names = ("channels-last", "contiguous")
+        trainers = {names[0]: make_trainer(config, torch.channels_last),
+                    names[1]: make_trainer(config, torch.contiguous_format)}
     samples = int(args.seconds * config.features.sample_rate)
     batch = Batch(0.1 * torch.randn(args.clips, samples), torch.full((args.clips,), samples),
                   torch.randint(0, n_classes, (args.clips, 1)), torch.ones(args.clips, dtype=torch.long))
     print(f"machine: {describe(device)}; torch {torch.__version__}")
-    print(f"model: {config.model.kind} {list(config.model.channels)} on {config.features.n_mels} log-mels; "
-          f"batches of {args.clips} x {args.seconds:g} s; median of {args.steps} steps")
+    for name, c in zip(names, (config, baseline)) if args.baseline else [("model", config)]:
+        print(f"{name}: {c.model.kind} {list(c.model.channels)}, {c.model.pooling} pooling, on {c.features.n_mels} "
+              f"log-mels every {1000 * c.features.frame_shift:g} ms")
+    print(f"batches of {args.clips} x {args.seconds:g} s; median of {args.steps} steps")
     times = {name: [] for name in trainers}
     for round_ in range(args.steps + 2):
         for name, trainer in trainers.items():
@@ -70,8 +82,9 @@ def main() -> None:
                 times[name].append(time.perf_counter() - started)
     median = {name: statistics.median(t) for name, t in times.items()}
     for name, seconds in median.items():
-        print(f"{name:>14} {seconds:.4f} s/step")
-    print(f"channels-last kernels: {median['contiguous'] / median['channels-last']:.2f}x as fast as contiguous ones")
+        print(f"{name:>20} {seconds:.4f} s/step")
+    what = f"{names[0]}" if args.baseline else "channels-last kernels"
+    print(f"{what}: {median[names[1]] / median[names[0]]:.2f}x as fast as {names[1] if args.baseline else 'contiguous ones'}")
 
 
 if __name__ == "__main__":
