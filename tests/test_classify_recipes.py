@@ -628,3 +628,15 @@ def test_classifier_step_benchmark_times_both_kernel_layouts_or_two_configs(tmp_
     lines = proc.stdout.splitlines()
     assert "every 10 ms" in lines[2] and "fine.toml" in lines[2] and "esc10.toml" in lines[1]
     assert lines[-1].startswith("esc10.toml: ") and lines[-1].endswith("x as fast as fine.toml")
+    # two files of one name are told apart by their paths; a config against itself is refused
+    (tmp_path / "b").mkdir()
+    twin = tmp_path / "b" / "fine.toml"
+    twin.write_text(other.read_text())
+    proc = subprocess.run([sys.executable, "tools/bench_classifier_step.py", "--config", str(other), "--baseline",
+                           str(twin), "--clips", "2", "--seconds", "1", "--steps", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[0] for line in proc.stdout.splitlines()[4:6]] == [str(other), str(twin)]
+    proc = subprocess.run([sys.executable, "tools/bench_classifier_step.py", "--baseline", "recipes/esc50/esc10.toml"],
+                          capture_output=True, text=True, timeout=300, cwd=repo)
+    assert proc.returncode == 1 and "is --config itself" in proc.stderr and "Traceback" not in proc.stderr

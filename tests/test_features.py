@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from asr.features import FeatureConfig, FeatureExtractor, SpecAugment, SpecAugmentConfig
@@ -20,7 +21,6 @@ def test_logmel_shapes_and_per_utterance_normalisation():
 def test_a_feature_rate_other_than_the_loaders_is_refused():
     """Every loader resamples to 16 kHz; features declared at another rate would put the mel bands
     at the wrong frequencies and the frames at the wrong times, silently."""
-    import pytest
     from asr.config import load_config
     from asr.errors import AsrError
     from asr.recipes.esc50 import ESC50Config

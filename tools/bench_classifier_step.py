@@ -44,6 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(ESC50Config(), args.config)
     baseline = load_config(ESC50Config(), args.baseline) if args.baseline else config
+    if args.baseline and Path(args.baseline).resolve() == Path(args.config).resolve():
+        raise AsrError(f"--baseline {args.baseline} is --config itself: name another config")
     for path, c in ((args.config, config), (args.baseline, baseline)):
         if c.model.kind not in ("cnn2d", "complex_cnn"):
             raise AsrError(f"{path}: model.kind is {c.model.kind!r}; the bench times the 2-D CNN")
@@ -57,19 +59,23 @@ def main() -> None:
         train = replace(c.train, max_steps=2 * (args.steps + 2), time_budget_minutes=0.0)
         return Trainer(model, SimpleNamespace(durations=[1.0]), _Loss(0.0), {}, features, train, exp_dir="unused")
 
-    if args.baseline:
-        names = (Path(args.config).name, Path(args.baseline).name)
-        trainers = {names[0]: make_trainer(config, torch.channels_last),
-                    names[1]: make_trainer(baseline, torch.channels_last)}
+    if args.baseline:  # both channels-last; named by file, or by path when the file names are alike
+        same = Path(args.config).name == Path(args.baseline).name
+        names = (args.config, args.baseline) if same else (Path(args.config).name, Path(args.baseline).name)
+        runs = {names[0]: (config, torch.channels_last), names[1]: (baseline, torch.channels_last)}
+        described = [(name, c) for name, (c, _) in runs.items()]
+        lead, other = names
     else:
         names = ("channels-last", "contiguous")
-        trainers = {names[0]: make_trainer(config, torch.channels_last),
-                    names[1]: make_trainer(config, torch.contiguous_format)}
+        runs = {names[0]: (config, torch.channels_last), names[1]: (config, torch.contiguous_format)}
+        described = [("model", config)]
+        lead, other = "channels-last kernels", "contiguous ones"
+    trainers = {name: make_trainer(c, layout) for name, (c, layout) in runs.items()}
     samples = int(args.seconds * config.features.sample_rate)
     batch = Batch(0.1 * torch.randn(args.clips, samples), torch.full((args.clips,), samples),
                   torch.randint(0, n_classes, (args.clips, 1)), torch.ones(args.clips, dtype=torch.long))
     print(f"machine: {describe(device)}; torch {torch.__version__}")
-    for name, c in zip(names, (config, baseline)) if args.baseline else [("model", config)]:
+    for name, c in described:
         print(f"{name}: {c.model.kind} {list(c.model.channels)}, {c.model.pooling} pooling, on {c.features.n_mels} "
               f"log-mels every {1000 * c.features.frame_shift:g} ms")
     print(f"batches of {args.clips} x {args.seconds:g} s; median of {args.steps} steps")
@@ -83,8 +89,7 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     for name, seconds in median.items():
         print(f"{name:>20} {seconds:.4f} s/step")
-    what = f"{names[0]}" if args.baseline else "channels-last kernels"
-    print(f"{what}: {median[names[1]] / median[names[0]]:.2f}x as fast as {names[1] if args.baseline else 'contiguous ones'}")
+    print(f"{lead}: {median[names[1]] / median[names[0]]:.2f}x as fast as {other}")
 
 
 if __name__ == "__main__":
