@@ -1,4 +1,4 @@
-"""Audio input: load any file soundfile reads, as mono float32 at 16 kHz.
+"""Audio input: load any file soundfile reads, as mono float32 at 16 kHz (or a model's own rate).
 
 Long recordings are read in chunks (``iter_chunks``) so that an hour-long file
 is transcribed in bounded memory. Chunks are cut at the quietest point near
@@ -48,19 +48,19 @@ def _resampler(orig: int, new: int) -> AT.Resample:
     return AT.Resample(orig, new)
 
 
-def to_mono_16k(samples: np.ndarray, sample_rate: int) -> torch.Tensor:
-    """(frames,) or (frames, channels) numpy -> (frames',) float32 tensor at 16 kHz."""
+def to_mono(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """(frames,) or (frames, channels) numpy at ``rate`` -> (frames',) float32 tensor at ``sample_rate``."""
     audio = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     if audio.ndim == 2:
         audio = audio.mean(dim=1)
-    if sample_rate != SAMPLE_RATE:
+    if rate != sample_rate:
         with torch.no_grad():
-            audio = _resampler(int(sample_rate), SAMPLE_RATE)(audio)
+            audio = _resampler(int(rate), int(sample_rate))(audio)
     return audio
 
 
-def load_audio(path) -> torch.Tensor:
-    """Read a whole file: (samples,) float32 mono at 16 kHz."""
+def load_audio(path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Read a whole file: (samples,) float32 mono at ``sample_rate``."""
     with _open(path) as f:
         try:
             samples = f.read(dtype="float32", always_2d=True)
@@ -69,7 +69,7 @@ def load_audio(path) -> torch.Tensor:
         rate = f.samplerate
     if samples.shape[0] == 0:
         raise AsrError(f"{path}: contains no audio samples")
-    return to_mono_16k(samples, rate)
+    return to_mono(samples, rate, sample_rate)
 
 
 def audio_duration(path) -> float:
@@ -80,7 +80,7 @@ def audio_duration(path) -> float:
 
 @dataclass
 class Chunk:
-    audio: torch.Tensor  # (samples,) float32 at 16 kHz
+    audio: torch.Tensor  # (samples,) float32 at the rate asked for (16 kHz by default)
     offset: float  # seconds from the start of the file
 
 
@@ -94,26 +94,27 @@ def _quietest_cut(audio: torch.Tensor, search: int, window: int = 160) -> int:
     return audio.numel() - search + int(energy.argmin()) * window + window // 2
 
 
-def iter_chunks(path, chunk_seconds: float = 20.0, search_seconds: float = 3.0) -> Iterator[Chunk]:
+def iter_chunks(path, chunk_seconds: float = 20.0, search_seconds: float = 3.0,
+                sample_rate: int = SAMPLE_RATE) -> Iterator[Chunk]:
     """Yield consecutive chunks of at most ``chunk_seconds``, cut at a quiet point.
 
     Memory stays bounded by the chunk size whatever the file length.
     """
-    chunk = int(chunk_seconds * SAMPLE_RATE)
-    search = int(min(search_seconds, chunk_seconds / 2) * SAMPLE_RATE)
+    chunk = int(chunk_seconds * sample_rate)
+    search = int(min(search_seconds, chunk_seconds / 2) * sample_rate)
     with _open(path) as f:
         src_rate = f.samplerate
         block = max(1, int(chunk_seconds * src_rate / 2))
         pending = torch.zeros(0)
-        consumed = 0  # samples (16 kHz) already yielded
+        consumed = 0  # samples (at sample_rate) already yielded
         total = 0
         try:
             for samples in f.blocks(blocksize=block, dtype="float32", always_2d=True):
                 total += samples.shape[0]
-                pending = torch.cat([pending, to_mono_16k(samples, src_rate)])
+                pending = torch.cat([pending, to_mono(samples, src_rate, sample_rate)])
                 while pending.numel() > chunk:
                     cut = _quietest_cut(pending[:chunk], search)
-                    yield Chunk(pending[:cut].clone(), consumed / SAMPLE_RATE)
+                    yield Chunk(pending[:cut].clone(), consumed / sample_rate)
                     consumed += cut
                     pending = pending[cut:]
         except (sf.LibsndfileError, RuntimeError) as exc:
@@ -121,4 +122,4 @@ def iter_chunks(path, chunk_seconds: float = 20.0, search_seconds: float = 3.0) 
         if total == 0:
             raise AsrError(f"{path}: contains no audio samples")
         if pending.numel() > 0:
-            yield Chunk(pending, consumed / SAMPLE_RATE)
+            yield Chunk(pending, consumed / sample_rate)

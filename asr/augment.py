@@ -2,7 +2,7 @@
 
 ``WaveformAugment`` is the ``transform`` of a training dataset (``SpeechDataset``
 for recognition, ``ClassificationDataset`` for clips): it changes one waveform
-(samples,) at 16 kHz at a time, before features are computed. SpecAugment, which
+(samples,) at the model's sample rate (16 kHz by default) at a time, before features are computed. SpecAugment, which
 works on log-mels, is in ``asr.features``.
 
 Every random draw comes from torch's global generator, which the ``Trainer``
@@ -165,11 +165,13 @@ def noise_dir_files(folder: str) -> list[str]:
 
 
 class WaveformAugment:
-    """Training-time augmentation of one waveform (samples,) at 16 kHz, in this order:
+    """Training-time augmentation of one waveform (samples,) at ``sample_rate``, in this order:
     speed, reverberation, time shift, background noise, gain."""
 
-    def __init__(self, config: AugmentConfig, noise_files: list[str] = (), seed: int = 0) -> None:
+    def __init__(self, config: AugmentConfig, noise_files: list[str] = (), seed: int = 0,
+                 sample_rate: int = SAMPLE_RATE) -> None:
         self.config = config
+        self.sample_rate = sample_rate
         self.noise_files = list(noise_files) + noise_dir_files(config.noise_dir)  # a bad folder fails here, early
         unknown = [kind for kind in config.noises if kind not in NOISE_KINDS]
         if unknown:
@@ -178,16 +180,16 @@ class WaveformAugment:
         self._noises: list[torch.Tensor] | None = None
 
     def noises(self) -> list[torch.Tensor]:
-        """Every noise recording (the corpus's ``noise_files``, then ``noise_dir``'s) at 16 kHz,
+        """Every noise recording (the corpus's ``noise_files``, then ``noise_dir``'s) at ``sample_rate``,
         loaded once; the generated noises when there are none and ``synthetic_noise`` is on."""
         if self._noises is None:
             if self.noise_files:
                 from asr.audio import load_audio
 
-                self._noises = [load_audio(path) for path in self.noise_files]
+                self._noises = [load_audio(path, self.sample_rate) for path in self.noise_files]
             elif self.config.synthetic_noise:
                 kinds = self.config.noises or NOISES
-                self._noises = [torch.from_numpy(make_noise(kind, 30.0, seed=self.seed)) for kind in kinds]
+                self._noises = [torch.from_numpy(make_noise(kind, 30.0, self.sample_rate, self.seed)) for kind in kinds]
             else:
                 self._noises = []
         return self._noises
@@ -213,10 +215,11 @@ class WaveformAugment:
             rate = round(160 / self._uniform(low, high, g))
             audio = change_speed(audio, rate)
         if c.reverb_prob > 0 and float(torch.rand((), generator=g)) < c.reverb_prob:
-            rir = room_impulse_response(self._uniform(*c.rt60_range, g), self._uniform(*c.drr_range, g), generator=g)
+            rt60, drr = self._uniform(*c.rt60_range, g), self._uniform(*c.drr_range, g)
+            rir = room_impulse_response(rt60, drr, self.sample_rate, g)
             audio = reverberate(audio, rir)
         if c.time_shift > 0:
-            limit = int(c.time_shift * SAMPLE_RATE)
+            limit = int(c.time_shift * self.sample_rate)
             shift = int(torch.randint(-limit, limit + 1, (), generator=g))
             if shift > 0:
                 audio = torch.cat([torch.zeros(shift), audio[:-shift]]) if shift < audio.numel() else audio * 0

@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from asr import callbacks
+from asr.audio import SAMPLE_RATE
 from asr.augment import AugmentConfig, WaveformAugment
 from asr.checkpoint import ModelFile
 from asr.config import to_dict
@@ -236,16 +237,15 @@ class MixupCollate:
     ``p = 1 / (1 + 10**((g_a - g_b) / 20) * (1 - w) / w)``: a clip 20 dB quieter than its
     partner is not lost under it, and each label keeps the weight ``w`` it is heard at."""
 
-    WINDOW = 1600  # samples of the loudness windows (0.1 s at 16 kHz)
+    WINDOW = 0.1  # seconds of the loudness windows
 
-    def __init__(self, alpha: float, by_loudness: bool = False) -> None:
-        self.alpha, self.by_loudness = alpha, by_loudness
+    def __init__(self, alpha: float, by_loudness: bool = False, sample_rate: int = SAMPLE_RATE) -> None:
+        self.alpha, self.by_loudness, self.sample_rate = alpha, by_loudness, sample_rate
 
-    @classmethod
-    def loudness_db(cls, audio: torch.Tensor) -> torch.Tensor:
+    def loudness_db(self, audio: torch.Tensor) -> torch.Tensor:
         """(batch,) each row's loudest window's RMS in dB (floored at -80 dB)."""
-        n = audio.shape[1]
-        frames = F.pad(audio, (0, -n % cls.WINDOW)).reshape(audio.shape[0], -1, cls.WINDOW)
+        n, window = audio.shape[1], round(self.WINDOW * self.sample_rate)
+        frames = F.pad(audio, (0, -n % window)).reshape(audio.shape[0], -1, window)
         rms = frames.pow(2).mean(dim=2).amax(dim=1).sqrt()
         return 20 * torch.log10(rms.clamp(min=1e-4))
 
@@ -309,12 +309,14 @@ def make_trainer(config: ClassifyConfig, labels: list[str], train_entries: list[
         train = replace(train, eval_every=stop.eval_every, max_eval_utterances=len(dev))
         hooks.insert(0, callbacks.EarlyStopping(exp / "model.pt", stop.patience, stop.min_delta,
                                                 record=exp / "early_stopping.json"))
-    augment = WaveformAugment(config.augment, noise_files, seed=train.seed)
-    dataset = ClassificationDataset(train_entries, labels, transform=augment, cache_audio=train.cache_audio)
+    rate = features.sample_rate
+    augment = WaveformAugment(config.augment, noise_files, seed=train.seed, sample_rate=rate)
+    dataset = ClassificationDataset(train_entries, labels, transform=augment, cache_audio=train.cache_audio,
+                                    sample_rate=rate)
+    mix = MixupCollate(config.mixup, config.mixup_by_loudness, rate) if config.mixup > 0 else collate
     return Trainer(model, dataset, _Loss(config.label_smoothing), {"task": "classify", "labels": list(labels)},
                    features, train, exp, dev_entries=dev, evaluate=dev_metrics if dev else None,
-                   collate_fn=MixupCollate(config.mixup, config.mixup_by_loudness) if config.mixup > 0 else collate,
-                   callbacks=hooks)
+                   collate_fn=mix, callbacks=hooks)
 
 
 def train_classifier(config: ClassifyConfig, labels: list[str], splits: dict[str, list[dict]],

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from asr.audio import load_audio
+from asr.audio import SAMPLE_RATE, load_audio, to_mono
 from asr.errors import AsrError
 
 
@@ -110,8 +110,10 @@ class AudioDataset(Dataset):
     whose file cannot be read comes back as ``Unreadable`` instead of an error.
     """
 
-    def __init__(self, entries: list[dict], cache_audio: bool = False, transform=None) -> None:
+    def __init__(self, entries: list[dict], cache_audio: bool = False, transform=None,
+                 sample_rate: int = SAMPLE_RATE) -> None:
         self.entries = entries
+        self.sample_rate = sample_rate
         self.cache: dict[int, torch.Tensor] | None = {} if cache_audio else None
         self.transform = transform
         self.item_seed: int | None = None
@@ -128,7 +130,7 @@ class AudioDataset(Dataset):
     def audio(self, index: int) -> torch.Tensor:
         audio = None if self.cache is None else self.cache.get(index)
         if audio is None:
-            audio = load_entry_audio(self.entries[index])
+            audio = load_entry_audio(self.entries[index], self.sample_rate)
             if self.cache is not None:
                 self.cache[index] = audio
         return audio
@@ -156,20 +158,20 @@ class AudioDataset(Dataset):
 class SpeechDataset(AudioDataset):
     """Manifest entries -> (waveform (samples,), token ids (tokens,))."""
 
-    def __init__(self, entries: list[dict], tokenizer, cache_audio: bool = False, transform=None) -> None:
-        super().__init__(entries, cache_audio, transform)
+    def __init__(self, entries: list[dict], tokenizer, cache_audio: bool = False, transform=None,
+                 sample_rate: int = SAMPLE_RATE) -> None:
+        super().__init__(entries, cache_audio, transform, sample_rate)
         self.tokenizer = tokenizer
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | Unreadable:
         return self.item(index, torch.tensor(self.tokenizer.encode(self.entries[index]["text"]), dtype=torch.long))
 
 
-def load_entry_audio(entry: dict) -> torch.Tensor:
-    """A manifest entry's audio (samples,) at 16 kHz: the whole file, or its ``offset``/``duration``
+def load_entry_audio(entry: dict, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """A manifest entry's audio (samples,) at ``sample_rate``: the whole file, or its ``offset``/``duration``
     stretch scaled by ``gain`` when the entry has an ``offset`` (silence clips)."""
     if "offset" not in entry:
-        return load_audio(entry["audio_filepath"])
-    from asr.audio import to_mono_16k
+        return load_audio(entry["audio_filepath"], sample_rate)
 
     path = entry["audio_filepath"]
     try:
@@ -179,18 +181,19 @@ def load_entry_audio(entry: dict) -> torch.Tensor:
             rate = f.samplerate
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AsrError(f"{path}: cannot read {entry['duration']} s at {entry['offset']} s ({exc})") from None
-    return to_mono_16k(samples, rate) * float(entry.get("gain", 1.0))
+    return to_mono(samples, rate, sample_rate) * float(entry.get("gain", 1.0))
 
 
 class ClassificationDataset(AudioDataset):
     """Manifest entries with a ``label`` -> (waveform (samples,), label index (1,))."""
 
-    def __init__(self, entries: list[dict], labels: list[str], transform=None, cache_audio: bool = False) -> None:
+    def __init__(self, entries: list[dict], labels: list[str], transform=None, cache_audio: bool = False,
+                 sample_rate: int = SAMPLE_RATE) -> None:
         index = {label: i for i, label in enumerate(labels)}
         unknown = sorted({e["label"] for e in entries} - set(index))
         if unknown:
             raise AsrError(f"labels not in the label set: {', '.join(unknown[:5])}")
-        super().__init__(entries, cache_audio, transform)
+        super().__init__(entries, cache_audio, transform, sample_rate)
         self.labels = list(labels)
         self.targets = [index[e["label"]] for e in entries]
 

@@ -226,7 +226,8 @@ def train_ctc(config: ASRConfig, tok, train_entries: list[dict], dev_entries: li
           f"parameters; {len(train_entries)} training utterances ({hours:.2f} h); {schedule.max_steps} steps")
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    augment = WaveformAugment(config.augment, seed=schedule.seed) if config.augment.active else None
+    augment = (WaveformAugment(config.augment, seed=schedule.seed, sample_rate=config.features.sample_rate)
+               if config.augment.active else None)
     trainer = Trainer.for_ctc(model, tok, config.features, train_entries, schedule, exp_dir, dev_entries=dev_entries,
                               transform=augment, callbacks=callbacks.standard(schedule, exp_dir, "CTC loss"))
     started = time.perf_counter()

@@ -23,10 +23,12 @@ from torch import nn
 
 from asr.audio import SAMPLE_RATE
 
+MIN_RATE, MAX_RATE = 8000, 48000  # the sample rates a model may read its audio at
+
 
 @dataclass
 class FeatureConfig:
-    sample_rate: int = SAMPLE_RATE  # every loader resamples to it (asr.audio); the one rate accepted
+    sample_rate: int = SAMPLE_RATE  # the rate audio is read at for this model: every loader resamples to it
     n_mels: int = 128
     n_fft: int = 400  # 25 ms window at 16 kHz
     win_length: int = 400
@@ -42,9 +44,10 @@ class FeatureConfig:
     level: str = "rms"  # log-mels: "rms" scales each utterance to one RMS level first (recording level irrelevant), or "none"
 
     def __post_init__(self) -> None:
-        if self.sample_rate != SAMPLE_RATE:  # any other rate would name the mel bands' frequencies wrongly
-            raise ValueError(f"sample_rate: audio is read at {SAMPLE_RATE} Hz, so the features are computed at "
-                             f"{SAMPLE_RATE}, not {self.sample_rate}")
+        if not MIN_RATE <= self.sample_rate <= MAX_RATE:
+            raise ValueError(f"sample_rate: {self.sample_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+        if self.f_max > self.sample_rate / 2:
+            raise ValueError(f"f_max: {self.f_max:g} Hz is above half the sample rate ({self.sample_rate / 2:g} Hz)")
 
     @property
     def frame_shift(self) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from asr.audio import SAMPLE_RATE, iter_chunks, load_audio
+from asr.audio import iter_chunks, load_audio
 from asr.checkpoint import ModelFile
 from asr.data import BucketingBatchSampler, load_entry_audio, pad_sequence_1d
 from asr.decoding import DecodingOptions, Word, make_decoder
@@ -162,18 +162,20 @@ def _segments(words: list[Word], max_words: int = 12, max_seconds: float = 7.0, 
 
 def transcribe(model: Recognizer, audio, options: DecodingOptions | None = None,
                chunk_seconds: float = 20.0) -> Result:
-    """Transcribe a file path or a 16 kHz waveform tensor (samples,). Without ``options``: the
-    model file's decoding (a recipe's tuned beam search and LM), else greedy."""
+    """Transcribe a file path or a waveform tensor (samples,) at the model's sample rate (16 kHz
+    unless its features say otherwise). Without ``options``: the model file's decoding (a
+    recipe's tuned beam search and LM), else greedy."""
     decoder = model.decoder(options)
+    rate = model.features.config.sample_rate
     if isinstance(audio, torch.Tensor):
-        step = int(chunk_seconds * SAMPLE_RATE)
-        chunks = [(audio[i: i + step], i / SAMPLE_RATE) for i in range(0, max(1, audio.numel()), step)]
+        step = int(chunk_seconds * rate)
+        chunks = [(audio[i: i + step], i / rate) for i in range(0, max(1, audio.numel()), step)]
     else:
-        chunks = ((c.audio, c.offset) for c in iter_chunks(audio, chunk_seconds))
+        chunks = ((c.audio, c.offset) for c in iter_chunks(audio, chunk_seconds, sample_rate=rate))
     words: list[Word] = []
     duration = 0.0
     for samples, offset in chunks:
-        duration = offset + samples.numel() / SAMPLE_RATE
+        duration = offset + samples.numel() / rate
         if samples.numel() < model.features.config.win_length:
             continue
         log_probs, lengths = model.log_probs(samples[None], torch.tensor([samples.numel()]))
@@ -186,7 +188,7 @@ def run_batches(model: Recognizer | ClipClassifier, entries: list[dict], max_fra
                 progress: bool = False, desc: str = "decoding"):
     """Run a model's front end and network over manifest entries in length-bucketed batches, in a
     fixed order. Yields ``(indices into entries, network output)``; the network's modes stay as they are."""
-    frame_shift = model.features.config.frame_shift
+    frame_shift, rate = model.features.config.frame_shift, model.features.config.sample_rate
     longest = max(int(e["duration"] / frame_shift) + 1 for e in entries)
     sampler = BucketingBatchSampler([e["duration"] for e in entries], max(max_frames, longest + 1), frame_shift,
                                     shuffle=False)
@@ -196,7 +198,7 @@ def run_batches(model: Recognizer | ClipClassifier, entries: list[dict], max_fra
 
         batches = tqdm(batches, desc=desc, unit="batch", leave=False)
     for indices in batches:
-        audio, lengths = pad_sequence_1d([load_entry_audio(entries[i]) for i in indices])
+        audio, lengths = pad_sequence_1d([load_entry_audio(entries[i], rate) for i in indices])
         with torch.no_grad():
             feats, frames = model.features(audio.to(model.device), lengths.to(model.device))
             yield indices, model.net(feats, frames)
@@ -232,9 +234,10 @@ class Prediction:
 
 
 def classify(model: ClipClassifier, audio, top_k: int = 1) -> Prediction:
-    """Classify a file path or a 16 kHz waveform tensor (samples,)."""
+    """Classify a file path or a waveform tensor (samples,) at the model's sample rate (16 kHz
+    unless its features say otherwise)."""
     if not isinstance(audio, torch.Tensor):
-        audio = load_audio(audio)
+        audio = load_audio(audio, model.features.config.sample_rate)
     probs = model.log_probs(audio[None], torch.tensor([audio.numel()]))[0].exp()
     values, indices = probs.topk(max(1, min(top_k, len(model.labels))))
     ranked = [(model.labels[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]

@@ -189,7 +189,8 @@ class Trainer:
                 transform: Callable | None = None, callbacks=()):
         """Speech recognition: manifest entries with text, CTC loss, greedy dev WER/CER.
         ``transform`` changes each training waveform (``asr.augment.WaveformAugment``)."""
-        dataset = SpeechDataset(train_entries, tokenizer, cache_audio=config.cache_audio, transform=transform)
+        dataset = SpeechDataset(train_entries, tokenizer, cache_audio=config.cache_audio, transform=transform,
+                                sample_rate=feature_config.sample_rate)
         trainer = cls(model, dataset, _CTCLoss(tokenizer.blank), {"task": "ctc", "tokenizer": tokenizer.to_dict()},
                       feature_config, config, exp_dir, dev_entries, evaluate_ctc, callbacks=callbacks)
         trainer.tokenizer = tokenizer

@@ -36,6 +36,11 @@ def test_waveform_augment_shift_speed_noise():
     assert shifted.shape == audio.shape and not torch.equal(shifted, audio)
     lag = int(torch.argmax(torch.stack([torch.dot(torch.roll(audio, k), shifted) for k in range(-1600, 1601)]))) - 1600
     assert lag != 0 and torch.allclose(shifted[1600:-1600], torch.roll(audio, lag)[1600:-1600])
+    at_32k = WaveformAugment(AugmentConfig(time_shift=0.1, speed_prob=0.0, noise_prob=0.0), sample_rate=32000)
+    impulse = torch.zeros(32000)
+    impulse[16000] = 1.0
+    lags = [abs(int(at_32k(impulse).argmax()) - 16000) for _ in range(100)]
+    assert 1600 < max(lags) <= 3200  # 0.1 s is 3,200 samples at 32 kHz
 
     noisy = WaveformAugment(AugmentConfig(time_shift=0.0, speed_prob=0.0, noise_prob=1.0, snr_range=(5.0, 5.0),
                                           synthetic_noise=True))

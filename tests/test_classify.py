@@ -199,7 +199,7 @@ def test_mixup_by_loudness_hears_a_quiet_clip_at_its_label_weight():
     than plain mixup would put it, so that both are heard at the share their labels get."""
     torch.manual_seed(0)
     loud, quiet = torch.ones(3200), torch.full((3200,), 0.1)  # 0 dB and -20 dB
-    assert MixupCollate.loudness_db(torch.stack([loud, quiet])).tolist() == pytest.approx([0.0, -20.0], abs=1e-4)
+    assert MixupCollate(1.0).loudness_db(torch.stack([loud, quiet])).tolist() == pytest.approx([0.0, -20.0], abs=1e-4)
     items = [(loud, torch.tensor([0])), (quiet, torch.tensor([1]))]
     for _ in range(5):
         batch = MixupCollate(1.0, by_loudness=True)(items)

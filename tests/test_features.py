@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,18 +19,54 @@ def test_logmel_shapes_and_per_utterance_normalisation():
     assert (feats[1, :, 51:] == 0).all()  # padding stays zero
 
 
-def test_a_feature_rate_other_than_the_loaders_is_refused():
-    """Every loader resamples to 16 kHz; features declared at another rate would put the mel bands
-    at the wrong frequencies and the frames at the wrong times, silently."""
+def test_feature_rates_outside_the_range_are_refused():
     from asr.config import load_config
     from asr.errors import AsrError
     from asr.recipes.esc50 import ESC50Config
 
-    with pytest.raises(ValueError, match="audio is read at 16000 Hz"):
-        FeatureConfig(sample_rate=44100)
-    with pytest.raises(AsrError, match=r"^features: sample_rate: audio is read at 16000 Hz.*not 22050$"):
-        load_config(ESC50Config(), data={"features": {"sample_rate": 22050}})
+    with pytest.raises(ValueError, match="4000 Hz is outside 8000-48000"):
+        FeatureConfig(sample_rate=4000)
+    with pytest.raises(AsrError, match=r"^features: f_max: 9000 Hz is above half the sample rate \(8000 Hz\)$"):
+        load_config(ESC50Config(), data={"features": {"f_max": 9000.0}})
     assert FeatureConfig(sample_rate=16000).frame_shift == 0.01
+    assert FeatureConfig(sample_rate=32000, hop_length=320).frame_shift == 0.01
+
+
+def test_a_model_at_32_khz_reads_its_audio_at_32_khz(tmp_path):
+    """A 12 kHz whistle recorded at 44.1 kHz is above what 16 kHz audio can hold. Features
+    declared at 32 kHz must see it in their top mel bands, through every path that reads
+    audio for a model: the training dataset, batch inference and single-file inference."""
+    import soundfile as sf
+
+    from asr.data import ClassificationDataset
+    from asr.inference import ClipClassifier, classify, predict
+
+    t = torch.arange(44100) / 44100
+    path = tmp_path / "whistle.wav"
+    sf.write(str(path), (0.3 * torch.sin(2 * math.pi * 12000 * t)).numpy(), 44100)
+    entries = [{"audio_filepath": str(path), "duration": 1.0, "label": "whistle"}]
+
+    def top_share(config: FeatureConfig, audio: torch.Tensor) -> float:
+        """The share of the mel energy in the bands above 10 kHz."""
+        mel = FeatureExtractor(replace(config, normalize="none"))(audio[None], torch.tensor([audio.numel()]))[0][0]
+        power = mel.exp().sum(-1)
+        freqs = torch.linspace(0, config.sample_rate / 2, config.n_mels)  # roughly where each band lies
+        return float(power[freqs > 10000].sum() / power.sum())
+
+    high = FeatureConfig(sample_rate=32000, n_fft=1024, win_length=1024, hop_length=640, n_mels=64)
+    audio = ClassificationDataset(entries, ["whistle"], sample_rate=32000)[0][0]
+    assert audio.numel() == 32000 and top_share(high, audio) > 0.9
+    low = ClassificationDataset(entries, ["whistle"])[0][0]  # the default 16 kHz: the whistle is gone
+    assert low.numel() == 16000 and low.pow(2).mean().sqrt() < 0.01 < 0.2 < audio.pow(2).mean().sqrt()
+
+    class TopBands(torch.nn.Module):  # "whistle" when the top quarter of the bands holds the energy
+        def forward(self, feats, frames):
+            top = feats[:, -16:].mean(dim=(1, 2)) - feats[:, :-16].mean(dim=(1, 2))
+            return torch.stack([top, -top], dim=1).log_softmax(-1)
+
+    model = ClipClassifier(TopBands(), FeatureExtractor(high), ["whistle", "hum"], torch.device("cpu"))
+    assert predict(model, entries).argmax(-1).tolist() == [0]
+    assert classify(model, path).label == "whistle"
 
 
 def test_clip_normalisation_keeps_the_spectral_shape():

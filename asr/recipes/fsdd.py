@@ -159,7 +159,7 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
     from tqdm import tqdm
 
     from asr.alignment import align_words, cut_points
-    from asr.audio import SAMPLE_RATE, to_mono_16k
+    from asr.audio import SAMPLE_RATE, to_mono
     from asr.corpora import read_an4, read_an4_audio
     from asr.inference import load_recognizer
 
@@ -186,7 +186,7 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
     counts, kept, dropped = {}, 0, 0
     for e in tqdm(utterances, desc="aligning AN4", unit="utt", disable=not progress):
         samples, rate = read_an4_audio(e["source"])
-        audio = to_mono_16k(samples, rate)
+        audio = to_mono(samples, rate)
         spans = align_words(model, audio, e["text"])
         for span, (start, end) in zip(spans, cut_points(spans, audio.numel() / SAMPLE_RATE, s.pad)):
             if span.word not in DIGITS:
