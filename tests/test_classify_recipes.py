@@ -619,14 +619,15 @@ def test_classifier_step_benchmark_times_both_kernel_layouts_or_two_configs(tmp_
     assert lines[0].startswith("machine: ") and "cnn2d [32, 64, 128, 256]" in lines[1]
     assert [line.split()[0] for line in lines[3:5]] == ["channels-last", "contiguous"]
     assert float(lines[-1].split("x as fast")[0].split()[-1]) > 0
-    # --baseline: the config against another, here the same CNN at twice the frame rate
+    # --baseline: the config against another, here the same CNN on 32 kHz audio at a frame every 10 ms
     other = tmp_path / "fine.toml"
-    other.write_text('base = "%s"\n[features]\nhop_length = 160\n' % (repo / "recipes/esc50/esc10.toml"))
+    other.write_text('base = "%s"\n[features]\nsample_rate = 32000\nhop_length = 320\n' % (repo / "recipes/esc50/esc10.toml"))
     proc = subprocess.run([sys.executable, "tools/bench_classifier_step.py", "--baseline", str(other), "--clips", "2",
                            "--seconds", "1", "--steps", "1"], capture_output=True, text=True, timeout=300, cwd=repo)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert "every 10 ms" in lines[2] and "fine.toml" in lines[2] and "esc10.toml" in lines[1]
+    assert "every 10 ms of 32 kHz audio (101 frames a clip)" in lines[2] and "fine.toml" in lines[2]
+    assert "every 55 ms of 16 kHz audio (19 frames a clip)" in lines[1] and "esc10.toml" in lines[1]
     assert lines[-1].startswith("esc10.toml: ") and lines[-1].endswith("x as fast as fine.toml")
     # two files of one name are told apart by their paths; a config against itself is refused
     (tmp_path / "b").mkdir()

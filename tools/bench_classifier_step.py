@@ -63,27 +63,35 @@ def main() -> None:
         same = Path(args.config).name == Path(args.baseline).name
         names = (args.config, args.baseline) if same else (Path(args.config).name, Path(args.baseline).name)
         runs = {names[0]: (config, torch.channels_last), names[1]: (baseline, torch.channels_last)}
-        described = [(name, c) for name, (c, _) in runs.items()]
+        described = list(runs)
         lead, other = names
     else:
         names = ("channels-last", "contiguous")
         runs = {names[0]: (config, torch.channels_last), names[1]: (config, torch.contiguous_format)}
-        described = [("model", config)]
+        described = [names[0]]
         lead, other = "channels-last kernels", "contiguous ones"
     trainers = {name: make_trainer(c, layout) for name, (c, layout) in runs.items()}
-    samples = int(args.seconds * config.features.sample_rate)
-    batch = Batch(0.1 * torch.randn(args.clips, samples), torch.full((args.clips,), samples),
-                  torch.randint(0, n_classes, (args.clips, 1)), torch.ones(args.clips, dtype=torch.long))
+    targets = torch.randint(0, n_classes, (args.clips, 1))
+
+    def make_batch(rate: int) -> Batch:  # the same seconds of noise, at the rate a config reads its audio at
+        samples = int(args.seconds * rate)
+        return Batch(0.1 * torch.randn(args.clips, samples), torch.full((args.clips,), samples), targets,
+                     torch.ones(args.clips, dtype=torch.long))
+
+    batches = {name: make_batch(c.features.sample_rate) for name, (c, _) in runs.items()}
     print(f"machine: {describe(device)}; torch {torch.__version__}")
-    for name, c in described:
-        print(f"{name}: {c.model.kind} {list(c.model.channels)}, {c.model.pooling} pooling, on {c.features.n_mels} "
-              f"log-mels every {1000 * c.features.frame_shift:g} ms")
+    for name in described:
+        c, f = runs[name][0], runs[name][0].features
+        frames = batches[name].audio.shape[1] // f.hop_length + 1
+        print(f"{name if args.baseline else 'model'}: {c.model.kind} {list(c.model.channels)}, {c.model.pooling} "
+              f"pooling, on {f.n_mels} log-mels every {1000 * f.frame_shift:g} ms of {f.sample_rate / 1000:g} kHz "
+              f"audio ({frames} frames a clip)")
     print(f"batches of {args.clips} x {args.seconds:g} s; median of {args.steps} steps")
     times = {name: [] for name in trainers}
     for round_ in range(args.steps + 2):
         for name, trainer in trainers.items():
             started = time.perf_counter()
-            trainer.train_step(batch)
+            trainer.train_step(batches[name])
             if round_ >= 2:
                 times[name].append(time.perf_counter() - started)
     median = {name: statistics.median(t) for name, t in times.items()}
