@@ -26,7 +26,7 @@ class WordSpan:
 
 def align_words(model, audio: torch.Tensor, text: str) -> list[WordSpan]:
     """The words of ``text`` (as the model's tokenizer writes them) located in ``audio``
-    ((samples,) at 16 kHz) by ``model``, an ``asr.inference.Recognizer`` whose tokenizer
+    ((samples,) at the model's sample rate) by ``model``, an ``asr.inference.Recognizer`` whose tokenizer
     has a space symbol (characters). Raises ``AsrError`` if the audio is too short for the text."""
     import torchaudio.functional as AF
 

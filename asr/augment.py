@@ -2,8 +2,8 @@
 
 ``WaveformAugment`` is the ``transform`` of a training dataset (``SpeechDataset``
 for recognition, ``ClassificationDataset`` for clips): it changes one waveform
-(samples,) at the model's sample rate (16 kHz by default) at a time, before features are computed. SpecAugment, which
-works on log-mels, is in ``asr.features``.
+(samples,) at the model's sample rate (16 kHz by default) at a time, before features
+are computed. SpecAugment, which works on log-mels, is in ``asr.features``.
 
 Every random draw comes from torch's global generator, which the ``Trainer``
 seeds and saves in its checkpoints, so a resumed run sees the same augmentations.
@@ -189,7 +189,8 @@ class WaveformAugment:
                 self._noises = [load_audio(path, self.sample_rate) for path in self.noise_files]
             elif self.config.synthetic_noise:
                 kinds = self.config.noises or NOISES
-                self._noises = [torch.from_numpy(make_noise(kind, 30.0, self.sample_rate, self.seed)) for kind in kinds]
+                self._noises = [torch.from_numpy(make_noise(kind, 30.0, self.sample_rate, self.seed))
+                                for kind in kinds]
             else:
                 self._noises = []
         return self._noises

@@ -48,7 +48,7 @@ class Recognizer:
 
     @torch.no_grad()
     def log_probs(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio: (batch, samples) at 16 kHz -> (log_probs (batch, frames, classes), lengths)."""
+        """audio: (batch, samples) at the model's sample rate -> (log_probs (batch, frames, classes), lengths)."""
         feats, frames = self.features(audio.to(self.device), lengths.to(self.device))
         return self.net(feats, frames)
 
@@ -85,7 +85,7 @@ class ClipClassifier:
 
     @torch.no_grad()
     def log_probs(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """audio: (batch, samples) at 16 kHz -> (batch, n_classes)."""
+        """audio: (batch, samples) at the model's sample rate -> (batch, n_classes)."""
         feats, frames = self.features(audio.to(self.device), lengths.to(self.device))
         return self.net(feats, frames).float().cpu()
 

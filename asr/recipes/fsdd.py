@@ -159,7 +159,7 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
     from tqdm import tqdm
 
     from asr.alignment import align_words, cut_points
-    from asr.audio import SAMPLE_RATE, to_mono
+    from asr.audio import to_mono
     from asr.corpora import read_an4, read_an4_audio
     from asr.inference import load_recognizer
 
@@ -182,20 +182,21 @@ def an4_digits(config: FSDDConfig, progress: bool = True) -> Path | None:
     root = Path(s.root) if s.root else shared_data("an4")
     utterances = [e for e in read_an4(root, "train") if set(e["text"].split()) & set(DIGITS)]
     model = load_recognizer(s.aligner)
+    rate = model.features.config.sample_rate  # the aligner hears the audio at its own rate
     out.mkdir(parents=True, exist_ok=True)
     counts, kept, dropped = {}, 0, 0
     for e in tqdm(utterances, desc="aligning AN4", unit="utt", disable=not progress):
-        samples, rate = read_an4_audio(e["source"])
-        audio = to_mono(samples, rate)
+        samples, raw_rate = read_an4_audio(e["source"])
+        audio = to_mono(samples, raw_rate, rate)
         spans = align_words(model, audio, e["text"])
-        for span, (start, end) in zip(spans, cut_points(spans, audio.numel() / SAMPLE_RATE, s.pad)):
+        for span, (start, end) in zip(spans, cut_points(spans, audio.numel() / rate, s.pad)):
             if span.word not in DIGITS:
                 continue
             if span.score < s.min_score:
                 dropped += 1
                 continue
             n = counts[e["speaker"]] = counts.get(e["speaker"], -1) + 1
-            clip = AF.resample(audio[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)], SAMPLE_RATE, 8000)
+            clip = AF.resample(audio[int(start * rate): int(end * rate)], rate, 8000)
             sf.write(str(out / f"{DIGITS.index(span.word)}_an4-{e['speaker']}_{n}.wav"), clip.numpy(), 8000,
                      format="WAV", subtype="PCM_16")
             kept += 1
