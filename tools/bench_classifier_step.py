@@ -9,7 +9,9 @@ it: log-mels, SpecAugment, the config's model, cross-entropy, backward, clipping
 AdamW and the OneCycle schedule. Two trainers from the same seed take turns on the
 same batch: one with ``CNN2d``'s channels-last kernels (the default), one with the
 same kernels made contiguous. With ``--baseline`` the two are instead the config and
-the baseline config (features, model, schedule), both with channels-last kernels. Each
+the baseline config (features, model, schedule), both with channels-last kernels, each
+config on those seconds of noise at the sample rate it reads its audio at (one batch
+for both when their rates agree). Each
 reports its median time per step, and the last line their ratio, measured in the same process.
 """
 
@@ -73,16 +75,17 @@ def main() -> None:
     trainers = {name: make_trainer(c, layout) for name, (c, layout) in runs.items()}
     targets = torch.randint(0, n_classes, (args.clips, 1))
 
-    def make_batch(rate: int) -> Batch:  # the same seconds of noise, at the rate a config reads its audio at
+    def make_batch(rate: int) -> Batch:  # --seconds of noise at the rate a config reads its audio at
         samples = int(args.seconds * rate)
         return Batch(0.1 * torch.randn(args.clips, samples), torch.full((args.clips,), samples), targets,
                      torch.ones(args.clips, dtype=torch.long))
 
-    batches = {name: make_batch(c.features.sample_rate) for name, (c, _) in runs.items()}
+    by_rate = {rate: make_batch(rate) for rate in {c.features.sample_rate for c, _ in runs.values()}}
+    batches = {name: by_rate[c.features.sample_rate] for name, (c, _) in runs.items()}  # one batch a rate
     print(f"machine: {describe(device)}; torch {torch.__version__}")
     for name in described:
         c, f = runs[name][0], runs[name][0].features
-        frames = batches[name].audio.shape[1] // f.hop_length + 1
+        frames = int(trainers[name].features.output_lengths(batches[name].audio_lengths)[0])
         print(f"{name if args.baseline else 'model'}: {c.model.kind} {list(c.model.channels)}, {c.model.pooling} "
               f"pooling, on {f.n_mels} log-mels every {1000 * f.frame_shift:g} ms of {f.sample_rate / 1000:g} kHz "
               f"audio ({frames} frames a clip)")
