@@ -185,10 +185,15 @@ def test_demo_budget_takes_what_synthesis_left(capsys):
     from asr.recipes.librispeech import LibriSpeechConfig, fit_demo_budget
     from asr.training import TrainConfig
 
-    config = LibriSpeechConfig(train=TrainConfig(time_budget_minutes=22), demo_minutes=28, demo_reserve_minutes=3)
+    config = LibriSpeechConfig(train=TrainConfig(time_budget_minutes=22), demo_minutes=28, demo_reserve_minutes=3,
+                               demo_reserve_share=0.0)
     assert fit_demo_budget(config, 2.0) is config  # 23 min left: the training budget stands
     slow = fit_demo_budget(config, 6.0)
     assert slow.train.time_budget_minutes == 19.0 and slow.train.lr == config.train.lr
+    # a machine that took 7 min to synthesize takes about 0.8 x 7 = 5.6 min for the LM, tuning and evaluation
+    scaled = replace(config, demo_reserve_share=0.8)
+    assert fit_demo_budget(scaled, 2.0) is scaled  # 0.8 x 2 < 3: the fixed reserve holds
+    assert fit_demo_budget(scaled, 7.0).train.time_budget_minutes == 15.4
     assert config.train.time_budget_minutes == 22  # the given config is not changed
     assert "budget cut from 22 to 19 min" in capsys.readouterr().out
     assert fit_demo_budget(config, 40.0).train.time_budget_minutes == 1.0  # never below a minute

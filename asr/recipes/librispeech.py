@@ -46,9 +46,11 @@ class LibriSpeechConfig(ASRConfig):
     synth: SentenceSynthConfig = field(default_factory=SentenceSynthConfig)  # the demo's corpus
     # > 0: the demo's training budget (train.time_budget_minutes) shrinks, when synthesis ran slowly,
     # so that the whole demo ends within this many minutes; demo_reserve_minutes are kept for the
-    # LM, tuning and evaluation after training
+    # LM, tuning and evaluation after training, or more on a slow machine: that work takes about
+    # demo_reserve_share of what synthesis and preparation took (both are CPU-bound)
     demo_minutes: float = 0.0
     demo_reserve_minutes: float = 3.0
+    demo_reserve_share: float = 0.8
 
 
 def make_config(path: str | None, stage: str) -> LibriSpeechConfig:
@@ -126,13 +128,16 @@ def fit_demo_budget(config: LibriSpeechConfig, elapsed_minutes: float) -> LibriS
     """``config`` with a training budget that ends the demo within ``demo_minutes``.
 
     Training gets what is left after ``elapsed_minutes`` (synthesis and preparation)
-    and ``demo_reserve_minutes`` (LM, tuning, evaluation): never more than its own
-    ``time_budget_minutes``, never less than one minute. Unchanged when either is 0.
+    and the reserve for the LM, tuning and evaluation: ``demo_reserve_minutes``, or
+    ``demo_reserve_share`` of ``elapsed_minutes`` where that is more (a slow machine is slow
+    at both). Never more than its own ``time_budget_minutes``, never less than one minute.
+    Unchanged when either is 0.
     """
     budget = config.train.time_budget_minutes
     if config.demo_minutes <= 0 or budget <= 0:
         return config
-    left = max(1.0, round(config.demo_minutes - config.demo_reserve_minutes - elapsed_minutes, 1))
+    reserve = max(config.demo_reserve_minutes, config.demo_reserve_share * elapsed_minutes)
+    left = max(1.0, round(config.demo_minutes - reserve - elapsed_minutes, 1))
     if left >= budget:
         return config
     print(f"demo: {elapsed_minutes:.1f} min gone before training; its budget cut from {budget:g} to {left:g} min "
