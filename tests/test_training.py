@@ -14,15 +14,15 @@ from asr.errors import AsrError
 def test_resume_gives_the_same_weights(ctc_corpus, tmp_path, augment, optimizer, ctc_trainer, waveform_augment):
     """N steps straight == N/2 steps, a resume (fresh process state), N/2 more."""
     transform = waveform_augment if augment else lambda: None
-    straight = ctc_trainer(ctc_corpus, tmp_path / "a", transform=transform(), optimizer=optimizer)
+    straight = ctc_trainer(ctc_corpus, tmp_path / "a", transform=transform(), optimizer=optimizer, muon_precision="fp32")
     straight.run(progress=False)
     assert straight.step == 8 and straight.epoch >= 1  # the run crosses an epoch boundary
 
-    first = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
+    first = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer, muon_precision="fp32")
     first.run(progress=False, stop_after=4)
     assert first.step == 4
     torch.manual_seed(12345)  # disturb the global RNG: the checkpoint must restore it
-    second = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer)
+    second = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer, muon_precision="fp32")
     second.run(progress=False, resume=True)
     assert second.step == 8
 
@@ -201,7 +201,8 @@ def test_time_budget_cap_holds_on_a_fast_machine_and_yields_on_a_slow_one(ctc_co
 
 def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(ctc_corpus, tmp_path, ctc_trainer):
     """Muon gets the 2-D hidden weights, AdamW the rest; one OneCycle schedule drives both, after a resume too."""
-    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=6, optimizer="muon")
+    # fp32: Muon on every CPU ("auto" gives AdamW where bfloat16 is slow, as on AVX2-only machines)
+    trainer = ctc_trainer(ctc_corpus, tmp_path, max_steps=6, optimizer="muon", muon_precision="fp32")
     optimizer = trainer.optimizer
     muon = {id(p) for p in optimizer.muon.param_groups[0]["params"]}
     adamw = {id(p) for p in optimizer.adamw.param_groups[0]["params"]}
@@ -211,7 +212,7 @@ def test_muon_takes_the_hidden_matrices_and_follows_the_schedule(ctc_corpus, tmp
         expected = p.ndim == 2 and not name.startswith("classifier.3.")  # the output layer stays with AdamW
         assert (id(p) in muon) == expected, name
     trainer.run(progress=False, stop_after=3)
-    resumed = ctc_trainer(ctc_corpus, tmp_path, max_steps=6, optimizer="muon")
+    resumed = ctc_trainer(ctc_corpus, tmp_path, max_steps=6, optimizer="muon", muon_precision="fp32")
     resumed.run(progress=False, resume=True, stop_after=2)
     for t in (trainer, resumed):
         lr = t.scheduler.get_last_lr()[0]
