@@ -1,4 +1,5 @@
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,15 +15,17 @@ from asr.errors import AsrError
 def test_resume_gives_the_same_weights(ctc_corpus, tmp_path, augment, optimizer, ctc_trainer, waveform_augment):
     """N steps straight == N/2 steps, a resume (fresh process state), N/2 more."""
     transform = waveform_augment if augment else lambda: None
-    straight = ctc_trainer(ctc_corpus, tmp_path / "a", transform=transform(), optimizer=optimizer, muon_precision="fp32")
+    # fp32: Muon on every CPU ("auto" gives AdamW where bfloat16 is slow, as on AVX2-only machines)
+    make = partial(ctc_trainer, ctc_corpus, optimizer=optimizer, muon_precision="fp32")
+    straight = make(tmp_path / "a", transform=transform())
     straight.run(progress=False)
     assert straight.step == 8 and straight.epoch >= 1  # the run crosses an epoch boundary
 
-    first = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer, muon_precision="fp32")
+    first = make(tmp_path / "b", transform=transform())
     first.run(progress=False, stop_after=4)
     assert first.step == 4
     torch.manual_seed(12345)  # disturb the global RNG: the checkpoint must restore it
-    second = ctc_trainer(ctc_corpus, tmp_path / "b", transform=transform(), optimizer=optimizer, muon_precision="fp32")
+    second = make(tmp_path / "b", transform=transform())
     second.run(progress=False, resume=True)
     assert second.step == 8
 
