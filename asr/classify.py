@@ -55,6 +55,7 @@ class ModelSection:
     # kind "encoder": the encoder, starting from the named config (its n_mels follows [features])
     encoder: ModelConfig = field(default_factory=lambda: named_config("small"))
     channels: tuple[int, ...] = ()  # baselines: convolution widths (() = the kind's default)
+    convs_per_block: int = 1  # cnn2d and complex_cnn: 3x3 convolutions before each 2x2 pooling
     dropout: float = 0.1
     init_from: str = ""  # a model file whose body weights start training: an ASR model (kind "encoder"),
     # or a classifier of the same kind, trained on other labels (transfer learning)
@@ -148,7 +149,7 @@ def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: 
     if source is not None and source.task == "ctc" and section.kind != "encoder":
         raise AsrError(f"{section.init_from}: an ASR model; its encoder can start model.kind = \"encoder\" only "
                        f"(not {section.kind!r})")
-    channels = tuple(section.channels)
+    channels, convs = tuple(section.channels), section.convs_per_block
     encoder = replace(section.encoder, n_mels=features.n_mels)
     if source is not None:
         if source.feature_config != features and verbose:
@@ -161,11 +162,13 @@ def build_classifier(section: ModelSection, features: FeatureConfig, n_classes: 
             if body.kind != section.kind:
                 raise AsrError(f"{section.init_from}: a {body.kind!r} classifier, but model.kind is {section.kind!r}")
             channels, encoder = body.channels, body.encoder and replace(body.encoder, dropout=section.dropout)
+            convs = body.convs_per_block
         else:
             encoder = replace(body, dropout=section.dropout)
     try:
         config = ClassifierConfig(kind=section.kind, n_classes=n_classes, pooling=section.pooling,
-                                  n_feats=features.feature_dim, channels=channels, dropout=section.dropout,
+                                  n_feats=features.feature_dim, channels=channels, convs_per_block=convs,
+                                  dropout=section.dropout,
                                   encoder=encoder if section.kind == "encoder" else None)
     except ValueError as exc:
         raise AsrError(f"bad model config: {exc}") from None

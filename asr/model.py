@@ -285,6 +285,7 @@ class ClassifierConfig:
     pooling: str = "mean"  # over valid frames: "mean", "attention", or "meanmax" (the mean plus the maximum)
     n_feats: int = 80  # rows per input frame, ``FeatureConfig.feature_dim``
     channels: tuple[int, ...] = ()  # convolution widths of a baseline; () = the kind's default
+    convs_per_block: int = 1  # cnn2d and complex_cnn: 3x3 convolutions before each pooling (VGG's 2)
     dropout: float = 0.1
     encoder: ModelConfig | None = None  # kind "encoder" only
 
@@ -295,6 +296,8 @@ class ClassifierConfig:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose from {', '.join(POOLINGS)}")
         if self.n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {self.n_classes}")
+        if self.convs_per_block < 1 or (self.convs_per_block > 1 and self.kind not in ("cnn2d", "complex_cnn")):
+            raise ValueError(f"convs_per_block = {self.convs_per_block}: at least 1, and more only for the 2-D CNNs")
         self.channels = tuple(self.channels) or _DEFAULT_CHANNELS[self.kind]
         if self.kind == "encoder":
             if self.encoder is None:
@@ -328,20 +331,23 @@ def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 class CNN2d(nn.Module):
-    """A plain VGG-style CNN: blocks of 3x3 convolution, batch norm, ReLU and 2x2 max pooling.
+    """A plain VGG-style CNN: blocks of 3x3 convolutions (``convs_per_block`` of them), each with
+    batch norm and ReLU, then 2x2 max pooling.
 
-    Padded frames are zeroed after every block, so an utterance's output does not
-    depend on the padding of its batch (in eval mode).
+    Padded frames are zeroed before every convolution after the first, so an utterance's
+    output does not depend on the padding of its batch (in eval mode).
     """
 
-    def __init__(self, in_channels: int, n_feats: int, channels: tuple[int, ...], dropout: float) -> None:
+    def __init__(self, in_channels: int, n_feats: int, channels: tuple[int, ...], dropout: float,
+                 convs_per_block: int = 1) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.blocks = nn.ModuleList()
         for c_in, c_out in zip((in_channels, *channels[:-1]), channels):
-            self.blocks.append(nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.MaxPool2d(2)))
+            layers = []
+            for c in (c_in, *[c_out] * (convs_per_block - 1)):
+                layers += [nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            self.blocks.append(nn.Sequential(*layers, nn.MaxPool2d(2)))
         # channels-last kernels: oneDNN's convolutions train faster with them, 1.45 times on AVX-512
         # and 1.17 times held to AVX2 (docs/design.md); load_state_dict copies into them and keeps them
         self.blocks.to(memory_format=torch.channels_last)
@@ -364,7 +370,11 @@ class CNN2d(nn.Module):
         with torch.autocast("cpu", enabled=False):  # float32 convolutions on a CPU, as in Encoder
             x = x.float()
             for block in self.blocks:
-                x = block(x)
+                for layer in block[:-1]:
+                    x = layer(x)
+                    if isinstance(layer, nn.ReLU) and layer is not block[-2]:  # a convolution follows
+                        x = x * time_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
+                x = block[-1](x)  # the pooling
                 lengths = torch.div(lengths, 2, rounding_mode="floor").clamp(min=1)
                 x = x * time_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype)
         b, c, f, t = x.shape
@@ -453,7 +463,7 @@ class Classifier(nn.Module):
             self.encoder = Encoder(config.encoder)
         elif config.kind in ("cnn2d", "complex_cnn"):
             self.encoder = CNN2d(2 if config.kind == "complex_cnn" else 1, config.n_feats, config.channels,
-                                 config.dropout)
+                                 config.dropout, config.convs_per_block)
         else:
             self.encoder = M5(config.channels, config.dropout)
         self.head = PoolingHead(self.encoder.output_dim, config.n_classes, config.pooling, config.dropout)

@@ -616,7 +616,7 @@ def test_classifier_step_benchmark_times_both_kernel_layouts_or_two_configs(tmp_
                            "--steps", "1"], capture_output=True, text=True, timeout=300, cwd=repo)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("machine: ") and "cnn2d [32, 64, 128, 256]" in lines[1]
+    assert lines[0].startswith("machine: ") and "cnn2d [24, 48, 96, 192], 2 convolutions a block" in lines[1]
     assert [line.split()[0] for line in lines[3:5]] == ["channels-last", "contiguous"]
     assert float(lines[-1].split("x as fast")[0].split()[-1]) > 0
     # --baseline: the config against another, here the same CNN on 32 kHz audio at a frame every 10 ms

@@ -193,3 +193,30 @@ def test_cnn2d_keeps_channels_last_kernels_through_a_state_dict_and_computes_as_
     (a, la, ga), (b, lb, gb) = outs
     assert torch.equal(la, lb) and torch.allclose(a, b, atol=1e-5)
     assert all((x - y).abs().max() <= 1e-5 * x.abs().max() for x, y in zip(ga, gb))  # float32 sums' order
+
+
+def test_cnn2d_blocks_of_two_convolutions_keep_the_shapes_and_ignore_the_padding():
+    """``convs_per_block = 2`` stacks a second 3x3 convolution (with its batch norm and ReLU) before
+    each pooling: the same frames and output size as one, twice the convolutions, and an
+    utterance's output does not depend on the padding of its batch."""
+    from asr.model import CNN2d, Classifier, ClassifierConfig
+
+    torch.manual_seed(0)
+    one, two = CNN2d(1, 16, (4, 8), dropout=0.0), CNN2d(1, 16, (4, 8), dropout=0.0, convs_per_block=2)
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) for net in (one, two)]
+    assert convs == [2, 4]
+    assert [two.blocks[0][i].weight.shape[:2] for i in (0, 3)] == [(4, 1), (4, 4)]
+    feats = torch.randn(2, 16, 40)
+    lengths = torch.tensor([40, 22])  # even: the last valid frame's pooling pair is whole
+    feats[1, :, 22:] = 0.0  # as the feature extractor pads
+    two.eval()
+    (out_one, len_one), (out_two, len_two) = one.eval()(feats, lengths), two(feats, lengths)
+    assert out_one.shape == out_two.shape == (2, 10, 8 * 4) and torch.equal(len_one, len_two)
+    alone, _ = two(feats[1:, :, :22], lengths[1:])
+    assert torch.allclose(alone[0, : len_two[1]], out_two[1, : len_two[1]], atol=1e-5)
+    with pytest.raises(ValueError, match="convs_per_block = 0"):
+        ClassifierConfig(kind="cnn2d", n_feats=16, channels=(4, 8), convs_per_block=0)
+    with pytest.raises(ValueError, match="only for the 2-D CNNs"):
+        ClassifierConfig(kind="m5", n_feats=1, convs_per_block=2)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in Classifier(
+        ClassifierConfig(kind="complex_cnn", n_feats=32, channels=(4, 8), convs_per_block=2)).modules()) == 4

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from asr.checkpoint import ModelFile
 from asr.corpora import read_an4, read_an4_audio, read_esc, read_esc10
 from asr.errors import AsrError
 
@@ -182,11 +183,14 @@ def test_esc10_demo_runs_the_five_folds(tmp_path, monkeypatch):
     esc10_tree(tmp_path / "esc10")
     config = tmp_path / "esc.toml"
     config.write_text(f'exp_dir = "{tmp_path / "exp"}"\ncompare = ["cnn2d", "m5"]\n[data]\ncorpus = "{tmp_path / "esc10"}"\n'
-                      '[features]\nn_mels = 32\n[model]\nkind = "cnn2d"\nchannels = [4, 8]\n[train]\nmax_steps = 6\n'
+                      '[features]\nn_mels = 32\n[model]\nkind = "cnn2d"\nchannels = [4, 8]\nconvs_per_block = 2\n'
+                      '[train]\nmax_steps = 6\n'
                       'checkpoint_every = 3\ncache_audio = true\n[early_stopping]\neval_every = 3\n')
     assert esc50.main(["demo", "--config", str(config), "--no-progress"]) == 0
     cv = tmp_path / "exp" / "results" / "cv"
     assert (cv / "confusion.png").is_file() and "mean over 5 folds" in (cv / "folds.txt").read_text()
+    assert ModelFile.load(tmp_path / "exp" / "fold1" / "model.pt").model_config.convs_per_block == 2
+    # compare: the config's own kind keeps its two convolutions a block, M5 (which has no such blocks) runs as M5
     assert esc50.main(["compare", "--config", str(config), "--no-progress"]) == 0
     table = (cv / "compare.md").read_text()
     assert "| cnn2d |" in table and "| m5 |" in table

@@ -86,9 +86,10 @@ def main() -> None:
     for name in described:
         c, f = runs[name][0], runs[name][0].features
         frames = int(trainers[name].features.output_lengths(batches[name].audio_lengths)[0])
-        print(f"{name if args.baseline else 'model'}: {c.model.kind} {list(c.model.channels)}, {c.model.pooling} "
-              f"pooling, on {f.n_mels} log-mels every {1000 * f.frame_shift:g} ms of {f.sample_rate / 1000:g} kHz "
-              f"audio ({frames} frames a clip)")
+        convs = f", {c.model.convs_per_block} convolutions a block" if c.model.convs_per_block > 1 else ""
+        print(f"{name if args.baseline else 'model'}: {c.model.kind} {list(c.model.channels)}{convs}, "
+              f"{c.model.pooling} pooling, on {f.n_mels} log-mels every {1000 * f.frame_shift:g} ms of "
+              f"{f.sample_rate / 1000:g} kHz audio ({frames} frames a clip)")
     print(f"batches of {args.clips} x {args.seconds:g} s; median of {args.steps} steps")
     times = {name: [] for name in trainers}
     for round_ in range(args.steps + 2):

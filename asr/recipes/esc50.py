@@ -182,9 +182,10 @@ def compare(config: ESC50Config, resume: bool = True, progress: bool = True) -> 
     one table (``<exp>/results/cv/models.json`` and ``compare.md``) with the config's own model."""
     rows = []
     for kind in config.compare:
+        own = kind == config.model.kind  # the other kinds take their own default shapes
         sub = replace(config, exp_dir=str(config.exp / "compare" / kind),
-                      model=replace(config.model, kind=kind, channels=() if kind != config.model.kind
-                                    else config.model.channels),
+                      model=replace(config.model, kind=kind, channels=config.model.channels if own else (),
+                                    convs_per_block=config.model.convs_per_block if own else 1),
                       features=replace(config.features, kind="logmel"))
         print(f"=== {kind}")
         prepare(sub)

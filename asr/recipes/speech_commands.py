@@ -184,10 +184,12 @@ def compare(config: SpeechCommandsConfig, resume: bool = True, progress: bool = 
     """The shared encoder (from scratch, and from an ASR model if ``compare.init_from``) against the baselines."""
     variants = {}
     for kind in config.compare.kinds:
-        variants[kind] = (replace(config.model, kind=kind, init_from=""), config.compare.lrs.get(kind))
+        convs = config.model.convs_per_block if kind == config.model.kind else 1  # the 2-D CNNs' only
+        variants[kind] = (replace(config.model, kind=kind, init_from="", convs_per_block=convs),
+                          config.compare.lrs.get(kind))
     if config.compare.init_from:
         name = "encoder+asr"
-        variants[name] = (replace(config.model, kind="encoder", init_from=config.compare.init_from),
+        variants[name] = (replace(config.model, kind="encoder", init_from=config.compare.init_from, convs_per_block=1),
                           config.compare.lrs.get(name))
     return compare_variants(config, variants, resume=resume, progress=progress)
 
