@@ -84,8 +84,9 @@ class Chunk:
     offset: float  # seconds from the start of the file
 
 
-def _quietest_cut(audio: torch.Tensor, search: int, window: int = 160) -> int:
-    """Index in the last ``search`` samples of ``audio`` with the least energy."""
+def _quietest_cut(audio: torch.Tensor, search: int, window: int) -> int:
+    """Index in the last ``search`` samples of ``audio`` at the centre of the ``window``-sample
+    stretch with the least energy."""
     tail = audio[-search:]
     n = tail.numel() // window
     if n < 2:
@@ -102,6 +103,7 @@ def iter_chunks(path, chunk_seconds: float = 20.0, search_seconds: float = 3.0,
     """
     chunk = int(chunk_seconds * sample_rate)
     search = int(min(search_seconds, chunk_seconds / 2) * sample_rate)
+    window = max(1, sample_rate // 100)  # 10 ms, whatever the rate
     with _open(path) as f:
         src_rate = f.samplerate
         block = max(1, int(chunk_seconds * src_rate / 2))
@@ -113,7 +115,7 @@ def iter_chunks(path, chunk_seconds: float = 20.0, search_seconds: float = 3.0,
                 total += samples.shape[0]
                 pending = torch.cat([pending, to_mono(samples, src_rate, sample_rate)])
                 while pending.numel() > chunk:
-                    cut = _quietest_cut(pending[:chunk], search)
+                    cut = _quietest_cut(pending[:chunk], search, window)
                     yield Chunk(pending[:cut].clone(), consumed / sample_rate)
                     consumed += cut
                     pending = pending[cut:]
